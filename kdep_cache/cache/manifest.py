@@ -1,0 +1,96 @@
+"""Resume bookkeeping and the manifest: settings check on start, manifest written last."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import ArtifactError, InputError
+from ..fsio import fingerprint, read_json, sha256_file, write_json
+from .schema import FORMAT_VERSION, MANIFEST, now_iso, producer_info, shard_name
+from .store import read_shard_attrs
+
+CONFIG = "config.json"
+IMAGES = "images.json"
+
+
+def diff_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable list of keys whose values differ (nested dicts flattened)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff_settings(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} (existing) vs {b!r} (now)")
+    return out
+
+
+def load_or_init_config(out: Path, settings: dict, images_json: dict | None = None) -> None:
+    """First run: record settings. Later runs: refuse if any setting differs."""
+    cfg_path = out / CONFIG
+    if cfg_path.is_file():
+        old = read_json(cfg_path)
+        diffs = diff_settings(old, settings)
+        if diffs:
+            raise InputError(f"{out} was started with other settings; use a new --out or the "
+                             f"same options. Differences: {'; '.join(diffs[:5])}")
+        return
+    leftovers = [p.name for p in out.glob("shard-*.h5")] + (
+        [MANIFEST] if (out / MANIFEST).exists() else [])
+    if leftovers:
+        raise InputError(f"{out} holds {leftovers[0]} but no {CONFIG}: not a kdep-cache output "
+                         "directory of this kind; use an empty --out")
+    if images_json is not None:
+        write_json(out / IMAGES, images_json)
+    write_json(cfg_path, settings)
+
+
+def shard_entry(out: Path, index: int) -> dict:
+    """Manifest entry of a complete shard (from its sidecar, else recomputed)."""
+    path = out / shard_name(index)
+    side = path.with_suffix(".json")
+    if side.is_file():
+        entry = read_json(side)
+        if entry.get("bytes") == path.stat().st_size:
+            return entry
+    attrs = read_shard_attrs(path)
+    digest = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        for name in sorted(f.keys()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(f[name][()]).tobytes())
+    entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+             "content": digest.hexdigest(), "start": attrs["start"], "stop": attrs["stop"],
+             "skipped": attrs.get("skipped", [])}
+    write_json(side, entry)
+    return entry
+
+
+def record_shard(out: Path, index: int, entry: dict, start: int, stop: int,
+                 skipped: list | None = None) -> None:
+    write_json((out / shard_name(index)).with_suffix(".json"),
+               {**entry, "start": start, "stop": stop, "skipped": skipped or []})
+
+
+def finalize_store(out: Path, settings: dict, n_shards: int, arrays: list[str],
+                   extra: dict | None = None) -> dict | None:
+    """Write ``manifest.json`` if every shard is present; return it (or None if not yet)."""
+    if not all((out / shard_name(s)).is_file() for s in range(n_shards)):
+        return None
+    entries = [shard_entry(out, s) for s in range(n_shards)]
+    for s, e in enumerate(entries):
+        if s and e["start"] != entries[s - 1]["stop"]:
+            raise ArtifactError(f"{out}: shard {s} does not continue shard {s - 1}")
+    skipped = [x for e in entries for x in e.get("skipped", [])]
+    fp = fingerprint({"settings": settings, "contents": [e["content"] for e in entries]})
+    manifest = {"format": settings["format"], "format_version": FORMAT_VERSION,
+                "fingerprint": fp, "settings": settings, "arrays": arrays,
+                "n_images": settings["n_images"], "views": settings["views"],
+                "shards": entries, "skipped": skipped, "producer": producer_info(),
+                "created_at": now_iso(), **(extra or {})}
+    write_json(out / MANIFEST, manifest)
+    return manifest

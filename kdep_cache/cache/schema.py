@@ -1,0 +1,47 @@
+"""Format names, versions and the provenance written into every artifact."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from pathlib import Path
+
+RAW = "kdep-cache/raw-features"       # extract output
+TARGETS = "kdep-cache/targets"        # fit-svd output
+PROJECTION = "kdep-cache/projection"  # fit-svd projection artifact
+STUDENT = "kdep-cache/student"        # train-student output sidecar
+TRANSFER = "kdep-cache/transfer"      # transfer results.json
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ARRAY_ATTR = "kdep"  # JSON string attribute on every shard (never pickles)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def producer_info() -> dict:
+    import h5py
+    import numpy
+    import torch
+    import torchvision
+
+    from .. import __version__
+    return {"package": "kdep-cache", "version": __version__, "git": _git_hash(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "h5py": h5py.__version__}

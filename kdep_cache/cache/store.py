@@ -1,0 +1,117 @@
+"""Write one shard atomically; open a complete store and read rows through memory maps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import ArtifactError
+from ..fsio import atomic_write, canonical_json, read_json, sha256_file
+from .schema import ARRAY_ATTR, FORMAT_VERSION, MANIFEST
+
+
+def write_shard(path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """Write ``arrays`` (contiguous, uncompressed) + JSON ``attrs``; return its manifest entry."""
+    need = sum(a.nbytes for a in arrays.values()) + 65536
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w", libver="latest") as f:
+            f.attrs[ARRAY_ATTR] = canonical_json(attrs)
+            for name, arr in arrays.items():
+                f.create_dataset(name, data=np.ascontiguousarray(arr), track_times=False)
+
+    atomic_write(path, write, need)
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "content": digest.hexdigest()}
+
+
+def read_shard_attrs(path: Path) -> dict:
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs[ARRAY_ATTR])
+    except (OSError, KeyError, ValueError) as e:
+        raise ArtifactError(f"{path} is not a readable kdep-cache shard: {e}") from None
+
+
+class Store:
+    """A complete sharded store (``manifest.json`` present, format checked on open)."""
+
+    def __init__(self, directory: str | Path, expect_format: str):
+        self.dir = Path(directory)
+        mpath = self.dir / MANIFEST
+        if not self.dir.is_dir():
+            raise ArtifactError(f"{self.dir} does not exist")
+        if not mpath.is_file():
+            raise ArtifactError(f"{self.dir} has no {MANIFEST}: it is incomplete (the run that "
+                                "wrote it did not finish); rerun the same command to resume")
+        m = read_json(mpath)
+        if m.get("format") != expect_format:
+            raise ArtifactError(f"{self.dir} holds {m.get('format')!r}, expected {expect_format!r}")
+        if m.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"{self.dir} has format version {m.get('format_version')}, this "
+                                f"kdep-cache reads version {FORMAT_VERSION}")
+        self.manifest = m
+        self.starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
+        self._maps: dict[tuple[int, str], np.ndarray] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def n_images(self) -> int:
+        return int(self.manifest["n_images"])
+
+    @property
+    def views(self) -> int:
+        return int(self.manifest["views"])
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest.get("arrays", [])
+
+    def _map(self, shard: int, name: str) -> np.ndarray:
+        key = (shard, name)
+        if key not in self._maps:
+            path = self.dir / self.manifest["shards"][shard]["file"]
+            try:
+                with h5py.File(path, "r") as f:
+                    ds = f[name]
+                    offset, shape, dtype = ds.id.get_offset(), ds.shape, ds.dtype
+                    data = ds[()] if offset is None else None
+            except (OSError, KeyError) as e:
+                raise ArtifactError(f"cannot read {name!r} from {path}: {e}") from None
+            self._maps[key] = data if data is not None else np.memmap(
+                path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        return self._maps[key]
+
+    def read(self, name: str, ids: np.ndarray, view: int | None = None) -> np.ndarray:
+        """Rows ``ids`` of array ``name`` (of ``view`` for per-view arrays), in ``ids`` order."""
+        ids = np.asarray(ids, dtype=np.int64)
+        shard_of = np.searchsorted(self.starts, ids, side="right") - 1
+        out = None
+        for s in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == s)
+            arr = self._map(int(s), name)
+            local = ids[sel] - self.starts[s]
+            block = arr[view][local] if view is not None else arr[local]
+            if out is None:
+                out = np.empty((len(ids),) + block.shape[1:], dtype=block.dtype)
+            out[sel] = block
+        return out
+
+    def iter_shards(self, name: str, view: int | None = None):
+        """Yield ``(start, stop, array)`` for each shard (a whole view slice at a time)."""
+        for s, entry in enumerate(self.manifest["shards"]):
+            arr = self._map(s, name)
+            yield entry["start"], entry["stop"], (arr[view] if view is not None else arr)
+
+    def close(self) -> None:
+        self._maps.clear()

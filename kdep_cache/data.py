@@ -1,0 +1,56 @@
+"""Datasets that decode an image once and render stored / sampled views of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .augment import N_PARAMS, AugmentSpec, normalize, render, sample_params
+from .images import BadImage, ImageList, load_rgb
+
+
+class ViewDataset(Dataset):
+    """Item ``j`` -> (image id, views (K,3,S,S) normalized, params (K,P), ok, reason).
+
+    ``params=None``: sample fresh parameters for ``views`` (view indices) from ``seed``;
+    ``params`` given (N, K, P): replay the stored ones for ``views`` (K indices).
+    """
+
+    def __init__(self, images: ImageList, ids, views, size: int, mean, std,
+                 spec: AugmentSpec | None = None, seed: int = 0, params: np.ndarray | None = None):
+        self.images, self.ids = images, np.asarray(ids, dtype=np.int64)
+        self.views, self.size, self.mean, self.std = list(views), size, mean, std
+        self.spec, self.seed, self.params = spec, seed, params
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, j: int):
+        i = int(self.ids[j])
+        k = len(self.views)
+        try:
+            img = load_rgb(Path(self.images.root) / self.images.paths[i])
+        except BadImage as e:
+            return (i, torch.zeros(k, 3, self.size, self.size), torch.zeros(k, N_PARAMS,
+                    dtype=torch.float64), False, str(e))
+        w, h = img.size
+        xs, ps = [], []
+        for n, v in enumerate(self.views):
+            p = (self.params[j, n] if self.params is not None
+                 else sample_params(self.spec, self.seed, v, i, h, w))
+            xs.append(normalize(render(img, p, self.size), self.mean, self.std))
+            ps.append(torch.from_numpy(np.asarray(p, dtype=np.float64)))
+        return i, torch.stack(xs), torch.stack(ps), True, ""
+
+
+def collate(batch):
+    ids, xs, ps, ok, reasons = zip(*batch)
+    return (torch.tensor(ids), torch.stack(xs), torch.stack(ps), torch.tensor(ok),
+            list(reasons))
+
+
+def worker_init(_):
+    torch.set_num_threads(1)

