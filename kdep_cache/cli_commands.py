@@ -62,3 +62,66 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
                        jitter=0.0 if no_jitter else 0.1, lighting=0.0 if no_lighting else 0.05,
                        center_view0=center_view)
     emit(run(ExtractConfig(augment=spec, **kw)), as_json)
+
+
+@main.command("fit-svd")
+@click.option("--cache", required=True, type=click.Path(), help="Raw cache from `extract`.")
+@click.option("--out", required=True, type=click.Path(), help="Targets directory to write.")
+@click.option("--dim", type=int, default=None, help="Student feature width D.")
+@click.option("--student", default=None, help="Read D from a torchvision student (resnet18 -> 512).")
+@click.option("--aligner", type=click.Choice(["svd", "cs-var", "cs-rand", "interp", "identity"]),
+              default="svd", show_default=True, help="Teacher->student width map (paper Sec 3.2).")
+@click.option("--transform", type=click.Choice(["pts", "sn", "sm", "none"]), default="pts",
+              show_default=True, help="Statistics correction (paper Sec 3.3).")
+@click.option("--pts-t", default=0.1, show_default=True, help="PTS temperature T.")
+@click.option("--pts-n", default=3.0, show_default=True, help="PTS power n.")
+@click.option("--fit-views", default="0", show_default=True,
+              help="Views the projection is fitted on: 0 (one random view per image), 0,1, all.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
+              show_default=True, help="Storage dtype of the targets.")
+@click.option("--seed", default=0, show_default=True, help="Seed of cs-rand.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_run
+def fit_svd(as_json, **kw):
+    """Fit the SVD/PCA projection on a raw cache and write aligned, transformed targets."""
+    from .fitsvd import FitConfig, fit_svd as run
+    emit(run(FitConfig(**kw)), as_json)
+
+
+@main.command("train-student")
+@click.option("--student", required=True, help="torchvision student: resnet18/34/50, mobilenet_v2, ...")
+@click.option("--out", required=True, type=click.Path(), help="Run directory to write.")
+@click.option("--targets", type=click.Path(), default=None, help="fit-svd output (kdep, online).")
+@click.option("--cache", type=click.Path(), default=None,
+              help="Raw cache (conv1x1-*, logits; or to override the cache path of --targets).")
+@click.option("--data", type=click.Path(), default=None,
+              help="Image folder: where the cached images are now, or for --objective supervised.")
+@click.option("--objective", type=click.Choice(["kdep", "conv1x1-pre", "conv1x1-post",
+              "conv1x1-margin", "logits", "supervised", "online"]), default="kdep",
+              show_default=True, help="What the student learns from.")
+@click.option("--epochs", default=90, show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--lr", type=float, default=None,
+              help="Default: 0.3 (ResNet) / 0.1 (MobileNet) x batch/512 (paper).")
+@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--momentum", default=0.9, show_default=True)
+@click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default="step",
+              show_default=True, help="step: x0.1 every --lr-step epochs (default: each third).")
+@click.option("--lr-step", type=float, default=None, help="Epochs between x0.1 steps.")
+@click.option("--loss-weight", default=3.0, show_default=True, help="Multiplier of the loss.")
+@click.option("--temperature", default=4.0, show_default=True, help="Logits-KD temperature.")
+@click.option("--image-size", type=int, default=None, help="Student input size (default: cache's).")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Student autocast: auto = bf16 where the hardware supports it.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--teacher-weights", default=None, help="online only: teacher weights file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_run
+def train_student(as_json, **kw):
+    """Pre-train a student against cached targets (teacher never loaded, except --objective online)."""
+    from .train.student import TrainConfig, train_student as run
+    emit(run(TrainConfig(**kw)), as_json)

@@ -110,6 +110,7 @@ def writer_lock(directory: str | os.PathLike):
     The lock records pid and host; a lock of a dead process on this host is stale and taken over.
     """
     directory = Path(directory)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     lock = directory / ".lock"
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
@@ -135,6 +136,8 @@ def writer_lock(directory: str | os.PathLike):
         yield
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(directory.iterdir()):
+            directory.rmdir()  # a run refused before writing anything leaves nothing behind
 
 
 def _alive(pid: int) -> bool:

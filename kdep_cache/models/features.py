@@ -85,7 +85,8 @@ class FeatureNet(nn.Module):
             return n._bn1(n._conv_head(x)), F.relu6
         raise TypeError("feature_map is not available for TorchScript teachers")
 
-    def forward(self, x: torch.Tensor, want_logits: bool = False) -> dict:
+    def forward(self, x: torch.Tensor, want_logits: bool = False, want_post: bool = False
+                ) -> dict:
         if self.family == "torchscript":
             out = self.net(x)
             pre, logits = (out if isinstance(out, (tuple, list)) else (out, None))[:2]
@@ -93,10 +94,10 @@ class FeatureNet(nn.Module):
         fmap, act = self.feature_map(x)
         pre = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)
         out = {"pre": pre, "post": None, "logits": None}
+        if want_logits or want_post:
+            out["post"] = torch.flatten(F.adaptive_avg_pool2d(act(fmap), 1), 1)
         if want_logits:
-            post = torch.flatten(F.adaptive_avg_pool2d(act(fmap), 1), 1)
-            out["post"] = post
-            out["logits"] = self.head(post)
+            out["logits"] = self.head(out["post"])
         return out
 
     def head(self, post: torch.Tensor) -> torch.Tensor:

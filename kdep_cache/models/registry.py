@@ -113,7 +113,7 @@ def _load_torchvision(name: str, weights: str | None):
         has_head = fit_state_dict(net, load_state_dict_file(weights), f"weights {weights}")
         if not has_head:
             net = _without_head(net)
-        return net, weights, str(Path(weights).name)
+        return net, weights, str(Path(weights).resolve())
     try:
         w = torchvision.models.get_weight(weights if "." in weights else
                                           f"{_enum_name(name)}.{weights}")

@@ -1,0 +1,128 @@
+"""Aligners (teacher width -> student width) and transforms (paper Sec 3.2, 3.3).
+
+Every aligner is a centred linear map ``aligned = (x - center) @ W``:
+- ``svd``: centre = mean, W = top-D principal directions (descending variance);
+- ``cs-var``: W selects the D raw channels of highest variance (no centring);
+- ``cs-rand``: W selects D channels drawn from a seed;
+- ``interp``: W selects channels by 1-D nearest-neighbour resize of D_t to D;
+- ``identity``: W = I (D must equal D_t).
+Transforms: ``pts`` sign(x)|x/T|^(1/n); ``sn`` divide each channel by its std; ``sm`` scale
+each channel's std to the matching top-D raw std; ``none``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .pca import Moments, pca
+
+ALIGNERS = ("svd", "cs-var", "cs-rand", "interp", "identity")
+TRANSFORMS = ("pts", "sn", "sm", "none")
+
+
+@dataclass(frozen=True)
+class AlignSpec:
+    dim: int
+    aligner: str = "svd"
+    transform: str = "pts"
+    pts_t: float = 0.1   # paper Table 5 best
+    pts_n: float = 3.0
+    seed: int = 0        # cs-rand only
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Projection:
+    spec: AlignSpec
+    center: np.ndarray       # (D_t,)
+    weight: np.ndarray       # (D_t, D)
+    scale: np.ndarray        # (D,) per-channel multiplier applied after the map (sn / sm)
+    eigenvalues: np.ndarray  # (D_t,) descending covariance eigenvalues of the raw features
+    raw_std: np.ndarray      # (D_t,)
+
+    def aligned_std(self, cov: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.clip(np.einsum("ij,ik,kj->j", self.weight, cov, self.weight), 0, None))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """float64 reference implementation (targets are computed with it)."""
+        a = (np.asarray(x, dtype=np.float64) - self.center) @ self.weight * self.scale
+        return transform(a, self.spec)
+
+    def apply_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """Same map in float32 torch (for online distillation)."""
+        c = torch.as_tensor(self.center, dtype=torch.float32, device=x.device)
+        w = torch.as_tensor(self.weight * self.scale, dtype=torch.float32, device=x.device)
+        a = (x.float() - c) @ w
+        if self.spec.transform == "pts":
+            return torch.sign(a) * (a.abs() / self.spec.pts_t).pow(1.0 / self.spec.pts_n)
+        return a
+
+    def arrays(self) -> dict:
+        return {"center": self.center, "weight": self.weight, "scale": self.scale,
+                "eigenvalues": self.eigenvalues, "raw_std": self.raw_std}
+
+
+def pts(x: np.ndarray, t: float, n: float) -> np.ndarray:
+    return np.sign(x) * np.power(np.abs(x) / t, 1.0 / n)
+
+
+def transform(a: np.ndarray, spec: AlignSpec) -> np.ndarray:
+    return pts(a, spec.pts_t, spec.pts_n) if spec.transform == "pts" else a
+
+
+def check_spec(spec: AlignSpec, teacher_dim: int) -> None:
+    if spec.aligner not in ALIGNERS:
+        raise InputError(f"unknown aligner {spec.aligner!r}; known: {', '.join(ALIGNERS)}")
+    if spec.transform not in TRANSFORMS:
+        raise InputError(f"unknown transform {spec.transform!r}; known: {', '.join(TRANSFORMS)}")
+    if spec.dim < 1:
+        raise InputError(f"--dim must be >= 1, got {spec.dim}")
+    if spec.aligner == "identity" and spec.dim != teacher_dim:
+        raise InputError(f"--aligner identity needs --dim equal to the teacher width "
+                         f"{teacher_dim}, got {spec.dim}")
+    if spec.dim > teacher_dim:
+        raise InputError(f"--dim {spec.dim} is larger than the teacher width {teacher_dim}; "
+                         f"{spec.aligner} can only reduce (use a 1x1-conv objective instead)")
+    if spec.transform == "pts" and (spec.pts_t <= 0 or spec.pts_n <= 0):
+        raise InputError("--pts-t and --pts-n must be > 0")
+
+
+def fit_projection(spec: AlignSpec, m: Moments) -> Projection:
+    """Build the projection of ``spec`` from the streaming moments ``m`` of the raw features."""
+    dt = m.mean.shape[0]
+    check_spec(spec, dt)
+    need = spec.dim + 1 if spec.aligner == "svd" else 2
+    if m.n < need:
+        raise InputError(f"only {m.n} fitted samples for a {spec.dim}-component {spec.aligner} "
+                         f"projection: need at least {need} (more images or --fit-views all)")
+    raw_std = np.sqrt(m.var)
+    evals, evecs = pca(m) if spec.aligner == "svd" else (np.linalg.eigvalsh(m.cov)[::-1], None)
+    center = np.zeros(dt)
+    weight = np.zeros((dt, spec.dim))
+    if spec.aligner == "svd":
+        center, weight = m.mean.copy(), evecs[:, :spec.dim].copy()
+    else:
+        if spec.aligner == "cs-var":
+            idx = np.argsort(-raw_std, kind="stable")[:spec.dim]
+        elif spec.aligner == "cs-rand":
+            idx = np.sort(np.random.default_rng(spec.seed).choice(dt, spec.dim, replace=False))
+        elif spec.aligner == "interp":  # nearest-neighbour 1-D resize (torch 'nearest')
+            idx = np.floor(np.arange(spec.dim) * (dt / spec.dim)).astype(np.int64)
+        else:
+            idx = np.arange(dt)
+        weight[idx, np.arange(spec.dim)] = 1.0
+    proj = Projection(spec, center, weight, np.ones(spec.dim), np.clip(evals, 0, None), raw_std)
+    if spec.transform in ("sn", "sm"):
+        a_std = proj.aligned_std(m.cov)
+        if np.any(a_std <= 0):
+            raise InputError(f"{int(np.sum(a_std <= 0))} aligned channels are constant on the "
+                             f"fitted data: {spec.transform} cannot scale them")
+        target = 1.0 if spec.transform == "sn" else np.sort(raw_std)[::-1][:spec.dim]
+        proj.scale = target / a_std
+    return proj

@@ -1,0 +1,186 @@
+"""Stage 1b: fit the aligner on the raw cache in one streaming pass; write aligned targets.
+
+Output directory: ``projection.h5`` (the projection artifact), ``shard-NNNNN.h5`` with
+``targets`` (K, n, D) and ``valid`` (n,) over the same image ranges as the cache, and
+``manifest.json`` (lineage: source cache fingerprint, projection fingerprint, Std Ratios).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from .align import AlignSpec, Projection, check_spec, fit_projection
+from .cache.manifest import finalize_store, load_or_init_config, record_shard
+from .cache.schema import ARRAY_ATTR, MANIFEST, PROJECTION, RAW, TARGETS, shard_name
+from .cache.store import Store, write_shard
+from .errors import ArtifactError, InputError
+from .fsio import atomic_write, canonical_json, fingerprint, writer_lock
+from .pca import Moments, std_ratio
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitConfig:
+    cache: str
+    out: str
+    dim: int | None = None
+    student: str | None = None
+    aligner: str = "svd"
+    transform: str = "pts"
+    pts_t: float = 0.1
+    pts_n: float = 3.0
+    fit_views: str = "0"   # "0", "0,1", "all" (paper: one random view per image = view 0)
+    dtype: str = "float16"
+    seed: int = 0
+
+
+def parse_views(text: str, k: int) -> list[int]:
+    if text == "all":
+        return list(range(k))
+    try:
+        views = sorted({int(v) for v in text.split(",")})
+    except ValueError:
+        raise InputError(f"--fit-views must be 'all' or view indices like 0,1; got {text!r}") from None
+    if not views or views[0] < 0 or views[-1] >= k:
+        raise InputError(f"--fit-views {text}: the cache has views 0..{k - 1}")
+    return views
+
+
+def accumulate(cache: Store, views: list[int], bar=None) -> Moments:
+    """One pass over the fitted views of every valid image; refuses NaN/Inf."""
+    m = Moments.empty(int(cache.manifest["dim"]))
+    for (lo, hi, valid), v in ((vv, v) for v in views for vv in cache.iter_shards("valid")):
+        x = np.asarray(cache.read("features", np.arange(lo, hi), view=v))[valid.astype(bool)]
+        if not np.all(np.isfinite(x)):
+            raise ArtifactError(f"{cache.dir}: non-finite raw features in images {lo}..{hi} "
+                                f"(view {v}); re-extract with --precision fp32 / --dtype float32")
+        m = m.update(x.astype(np.float64))
+        if bar is not None:
+            bar.update(hi - lo)
+    return m
+
+
+def fit_svd(cfg: FitConfig) -> dict:
+    cache = Store(cfg.cache, RAW)
+    dim = _resolve_dim(cfg)
+    spec = AlignSpec(dim, cfg.aligner, cfg.transform, cfg.pts_t, cfg.pts_n, cfg.seed)
+    check_spec(spec, int(cache.manifest["dim"]))
+    views = parse_views(cfg.fit_views, cache.views)
+    out = Path(cfg.out)
+    t0 = time.perf_counter()
+    with writer_lock(out):
+        bar = tqdm(total=cache.n_images * len(views), unit="img", desc="fit", disable=None)
+        m = accumulate(cache, views, bar)
+        bar.close()
+        proj = fit_projection(spec, m)
+        t_fit = time.perf_counter() - t0
+        proj_fp = fingerprint({"spec": spec.to_json(), "cache": cache.fingerprint,
+                               "fit_views": views, "n": m.n,
+                               "arrays": {k: _digest(v) for k, v in proj.arrays().items()}})
+        a_std = proj.aligned_std(m.cov)
+        explained = float(np.sum(np.einsum("ij,ik,kj->j", proj.weight, m.cov, proj.weight))
+                           / max(np.trace(m.cov), 1e-300))
+        settings = {"format": TARGETS, "cache": cache.fingerprint, "projection": proj_fp,
+                    "spec": spec.to_json(), "fit_views": views, "dtype": cfg.dtype,
+                    "n_images": cache.n_images, "views": cache.views, "dim": dim}
+        load_or_init_config(out, settings)
+        _write_projection(out / "projection.h5", proj, proj_fp, cache, views, m.n, explained)
+        if not (out / MANIFEST).is_file():
+            t_std = _write_targets(cache, proj, out, settings, views, cfg.dtype)
+            ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std),
+                      "transformed": t_std, "rows": f"views {views} of valid images"}
+            finalize_store(out, settings, len(cache.manifest["shards"]), ["targets", "valid"],
+                           extra={"dim": dim, "source_cache": str(Path(cfg.cache).resolve()),
+                                  "std_ratio": ratios, "explained_variance": explained,
+                                  "fitted_samples": m.n, "projection_fingerprint": proj_fp,
+                                  "cache_fingerprint": cache.fingerprint})
+        manifest = Store(out, TARGETS).manifest
+    return {"out": str(out), "aligner": spec.aligner, "transform": spec.transform, "dim": dim,
+            "teacher_dim": int(cache.manifest["dim"]), "fitted_samples": m.n,
+            "explained_variance": round(explained, 6),
+            "std_ratio_raw": round(manifest["std_ratio"]["raw"], 3),
+            "std_ratio_aligned": round(manifest["std_ratio"]["aligned"], 3),
+            "std_ratio_transformed": round(manifest["std_ratio"]["transformed"], 3),
+            "fit_seconds": round(t_fit, 2), "seconds": round(time.perf_counter() - t0, 2),
+            "projection": proj_fp[:16]}
+
+
+def _resolve_dim(cfg: FitConfig) -> int:
+    if (cfg.dim is None) == (cfg.student is None):
+        raise InputError("give exactly one of --dim D or --student NAME")
+    if cfg.student is not None:
+        from .models import student_width
+        return student_width(cfg.student)
+    return int(cfg.dim)
+
+
+def _digest(a: np.ndarray) -> str:
+    import hashlib
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _write_projection(path: Path, proj: Projection, fp: str, cache: Store, views, n, expl):
+    attrs = {"format": PROJECTION, "format_version": 1, "fingerprint": fp,
+             "spec": proj.spec.to_json(), "cache": cache.fingerprint, "fit_views": views,
+             "fitted_samples": n, "explained_variance": expl}
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.attrs[ARRAY_ATTR] = canonical_json(attrs)
+            for k, v in proj.arrays().items():
+                f.create_dataset(k, data=v, track_times=False)
+            evr = proj.eigenvalues / max(proj.eigenvalues.sum(), 1e-300)
+            f.create_dataset("explained_variance_ratio", data=evr[:proj.spec.dim],
+                             track_times=False)
+    atomic_write(path, write)
+
+
+def load_projection(path: str | Path) -> tuple[Projection, dict]:
+    import json
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = json.loads(f.attrs[ARRAY_ATTR])
+            arrays = {k: f[k][()] for k in ("center", "weight", "scale", "eigenvalues", "raw_std")}
+    except (OSError, KeyError, ValueError) as e:
+        raise ArtifactError(f"{path} is not a readable projection: {e}") from None
+    return Projection(AlignSpec(**attrs["spec"]), **arrays), attrs
+
+
+def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fit_views,
+                   dtype: str) -> float:
+    """Write every target shard (skipping complete ones); return the transformed Std Ratio."""
+    dt = np.float16 if dtype == "float16" else np.float32
+    k, d = cache.views, proj.spec.dim
+    tm = Moments.empty(d)
+    bar = tqdm(total=cache.n_images, unit="img", desc="targets", disable=None)
+    for s, (lo, hi, valid) in enumerate(cache.iter_shards("valid")):
+        ok = valid.astype(bool)
+        path = out / shard_name(s)
+        if path.is_file():
+            with h5py.File(path, "r") as f:
+                for v in fit_views:
+                    tm = tm.update(f["targets"][v][ok].astype(np.float64))
+            bar.update(hi - lo)
+            continue
+        tgt = np.zeros((k, hi - lo, d), dtype=dt)
+        for v in range(k):
+            x = np.asarray(cache.read("features", np.arange(lo, hi), view=v))
+            t = proj.apply(x)
+            t[~ok] = 0.0
+            tgt[v] = t.astype(dt)
+            if v in fit_views:
+                tm = tm.update(tgt[v][ok].astype(np.float64))
+        entry = write_shard(path, {**settings, "start": lo, "stop": hi},
+                            {"targets": tgt, "valid": valid.copy()})
+        record_shard(out, s, entry, lo, hi)
+        bar.update(hi - lo)
+    bar.close()
+    return std_ratio(np.sqrt(tm.var))

@@ -1,0 +1,1 @@
+"""Stage 2: train students against cached targets (and the paper's baselines)."""

@@ -1,0 +1,145 @@
+"""Where a student run gets its images, stored views and per-batch targets from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..augment import AugmentSpec
+from ..cache.manifest import IMAGES
+from ..cache.schema import RAW, TARGETS
+from ..cache.store import Store
+from ..data import ViewDataset, collate, worker_init
+from ..errors import ArtifactError, InputError, LineageError
+from ..fsio import read_json
+from ..images import ImageList, scan_images
+from ..models.registry import NORMALIZATIONS
+
+
+@dataclass
+class Source:
+    images: ImageList
+    ids: np.ndarray            # usable image ids (valid in the cache)
+    cache: Store | None
+    targets: Store | None
+    mean: tuple
+    std: tuple
+    image_size: int
+    views: int                 # K (0 = fresh augmentations every epoch, no cache)
+    spec: AugmentSpec
+    seed: int
+
+    def lineage(self) -> dict:
+        return {"cache": self.cache.fingerprint if self.cache else None,
+                "targets": self.targets.fingerprint if self.targets else None,
+                "projection": self.targets.manifest.get("projection_fingerprint")
+                if self.targets else None,
+                "images": self.images.fingerprint, "images_root": self.images.root,
+                "n_images": len(self.ids),
+                "images_file": str((self.cache.dir / IMAGES).resolve()) if self.cache else None}
+
+
+def open_source(targets: str | None, cache: str | None, data: str | None, needs: str,
+                image_size: int | None, seed: int) -> Source:
+    tstore = Store(targets, TARGETS) if targets else None
+    if needs in ("targets", "teacher") and tstore is None:
+        raise InputError("this objective trains on aligned targets: pass --targets (a fit-svd "
+                         "output)")
+    if cache is None and tstore is not None:
+        cache = tstore.manifest["source_cache"]
+        if not Path(cache).is_dir():
+            raise InputError(f"the cache {cache} these targets were built from has moved: pass "
+                             "--cache NEW_PATH")
+    if cache is None:
+        if needs != "labels" or data is None:
+            raise InputError(f"objective needs {needs}: pass --cache (an extract output)"
+                             if needs != "labels" else "pass --data DIR (or --cache)")
+        return _fresh_source(data, image_size or 224, seed)
+    cstore = Store(cache, RAW)
+    if tstore is not None and tstore.manifest["cache_fingerprint"] != cstore.fingerprint:
+        raise LineageError(f"targets {targets} were built from cache "
+                           f"{tstore.manifest['cache_fingerprint'][:16]}, but {cache} is "
+                           f"{cstore.fingerprint[:16]}")
+    if needs in ("logits", "post", "features") and needs != "features" and not cstore.has(needs):
+        flag = "--save-logits" if needs == "logits" else "--save-post"
+        raise InputError(f"cache {cache} has no teacher {needs}: re-extract with {flag}")
+    images = ImageList.from_json(read_json(cstore.dir / IMAGES), root=_root(data, cstore))
+    if data is not None:
+        _check_images_present(images)
+    valid = np.concatenate([v for _, _, v in cstore.iter_shards("valid")]).astype(bool)
+    if needs == "labels" and min(images.labels, default=-1) < 0:
+        raise InputError("the supervised objective needs class subfolders (labels) in the images")
+    s = cstore.manifest["settings"]
+    mean, std = NORMALIZATIONS[s["teacher"]["norm"]]
+    return Source(images, np.flatnonzero(valid), cstore, tstore, mean, std,
+                  image_size or s["image_size"], cstore.views,
+                  AugmentSpec.from_json(s["augment"]), s["seed"])
+
+
+def _root(data, cstore):
+    return str(Path(data).resolve()) if data else None
+
+
+def _check_images_present(images: ImageList) -> None:
+    missing = [p for p in images.paths if not os.path.exists(os.path.join(images.root, p))]
+    if missing:
+        raise LineageError(f"{len(missing)} of the {len(images)} cached images are missing under "
+                           f"{images.root}, e.g. {', '.join(missing[:3])}: point --data at the "
+                           "folder the cache was extracted from")
+
+
+def _fresh_source(data: str, size: int, seed: int) -> Source:
+    images = scan_images(data)
+    if min(images.labels) < 0:
+        raise InputError(f"{data} has no class subfolders: the supervised baseline needs labels")
+    mean, std = NORMALIZATIONS["imagenet"]
+    return Source(images, np.arange(len(images)), None, None, mean, std, size, 0, AugmentSpec(),
+                  seed)
+
+
+class EpochBatches:
+    """Batches of epoch ``e``: view ``e mod K`` of every image (stored parameters replayed),
+    in a permutation seeded by (seed, e); or fresh views ``(seed, e, id)`` without a cache."""
+
+    def __init__(self, src: Source, needs: str, epoch: int, batch_size: int, workers: int,
+                 seed: int, pin: bool):
+        self.src, self.needs = src, needs
+        self.view = epoch % src.views if src.views else epoch
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = src.ids[torch.randperm(len(src.ids), generator=g).numpy()]
+        params = None
+        if src.cache is not None:
+            params = src.cache.read("params", order, view=self.view)[:, None, :]
+        ds = ViewDataset(src.images, order, [self.view], src.image_size, src.mean, src.std,
+                         spec=src.spec, seed=src.seed, params=params)
+        drop = len(order) >= 2 * batch_size
+        self.loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                 collate_fn=collate, worker_init_fn=worker_init, drop_last=drop,
+                                 pin_memory=pin, persistent_workers=False)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        src, v = self.src, self.view
+        labels = np.asarray(src.images.labels)
+        for ids, x, _, ok, reasons in self.loader:
+            if not bool(ok.all()):
+                bad = int(ids[~ok][0])
+                raise ArtifactError(f"image {src.images.paths[bad]} can no longer be decoded "
+                                    f"({reasons[int(np.flatnonzero(~ok.numpy())[0])]})")
+            idn = ids.numpy()
+            if self.needs == "targets":
+                t = torch.from_numpy(src.targets.read("targets", idn, view=v))
+            elif self.needs in ("features", "post", "logits"):
+                t = torch.from_numpy(src.cache.read(self.needs, idn, view=v))
+            elif self.needs == "labels":
+                t = torch.from_numpy(labels[idn]).long()
+            else:
+                t = torch.empty(0)
+            yield x[:, 0], t
