@@ -47,6 +47,8 @@ def _aug_options(f):
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
               show_default=True, help="Storage dtype of the cached features.")
 @click.option("--save-logits", is_flag=True, help="Also cache teacher logits (logits-KD).")
+@click.option("--save-post", is_flag=True,
+              help="Also cache post-activation features (conv1x1-post baseline).")
 @click.option("--norm", default=None, help="Input normalization preset (imagenet, lite).")
 @click.option("--shard-size", default=1024, show_default=True, help="Images per shard.")
 @click.option("--rank", default=0, show_default=True, help="This process's rank (multi-process).")

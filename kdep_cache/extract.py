@@ -50,8 +50,11 @@ class ExtractConfig:
     file_list: str | None = None
     dtype: str = "float16"         # storage dtype of the features
     save_logits: bool = False
+    save_post: bool = False        # also cache pooled post-activation features (conv1x1-post)
     norm: str | None = None        # input normalization preset (default: the teacher's own)
     shard_size: int = 1024         # images per shard
+    chunk: int = 64                # views per teacher forward, fixed (padded) so results do not
+                                   # depend on --batch-size (CPU kernels block by batch shape)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     rank: int = 0                  # this process writes shards s with s % world_size == rank
     world_size: int = 1
@@ -65,7 +68,7 @@ def _validate(cfg: ExtractConfig) -> None:
                          "by 32, use at least 32")
     if cfg.dtype not in ("float16", "float32"):
         raise InputError(f"--dtype must be float16 or float32, got {cfg.dtype}")
-    if cfg.batch_size < 1 or cfg.workers < 0 or cfg.shard_size < 1:
+    if cfg.batch_size < 1 or cfg.workers < 0 or cfg.shard_size < 1 or cfg.chunk < 1:
         raise InputError("--batch-size and --shard-size must be >= 1, --workers >= 0")
     if not 0 <= cfg.rank < cfg.world_size:
         raise InputError(f"--rank must be in [0, {cfg.world_size})")
@@ -85,7 +88,8 @@ def extract(cfg: ExtractConfig) -> dict:
     settings = {"format": RAW, "teacher": tinfo.to_json(), "augment": cfg.augment.to_json(),
                 "seed": cfg.seed, "views": cfg.views, "image_size": cfg.image_size,
                 "dtype": cfg.dtype, "precision": precision, "save_logits": cfg.save_logits,
-                "shard_size": cfg.shard_size, "images": images.fingerprint,
+                "save_post": cfg.save_post,
+                "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
                 "param_fields": list(PARAM_FIELDS)}
     with writer_lock(out):
@@ -124,7 +128,8 @@ def extract(cfg: ExtractConfig) -> dict:
 
 
 def _array_names(cfg: ExtractConfig) -> list[str]:
-    return ["features", "params", "valid"] + (["logits"] if cfg.save_logits else [])
+    return (["features", "params", "valid"] + (["logits"] if cfg.save_logits else [])
+            + (["post"] if cfg.save_post else []))
 
 
 @torch.no_grad()
@@ -140,6 +145,7 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
     params = np.zeros((K, n, len(PARAM_FIELDS)), dtype=np.float64)
     valid = np.zeros(n, dtype=np.uint8)
     logits = np.zeros((K, n, teacher.num_classes), dtype=dt) if cfg.save_logits else None
+    post = np.zeros((K, n, teacher.dim), dtype=dt) if cfg.save_post else None
     skipped = []
     for ids, x, p, ok, reasons in loader:
         local = (ids - lo).numpy()
@@ -148,23 +154,40 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
                 log.warning("skipping %s: %s", images.paths[i], why)
                 skipped.append({"id": i, "path": images.paths[i], "reason": why})
         b = x.shape[0]
-        x = x.reshape(b * K, *x.shape[2:]).to(device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            o = teacher(x, want_logits=cfg.save_logits)
+        o = _forward_chunks(teacher, x.reshape(b * K, *x.shape[2:]), cfg, device, precision)
         f = o["pre"].float().reshape(b, K, -1).transpose(0, 1).cpu().numpy()
         good = ok.numpy()
         feats[:, local] = np.where(good[None, :, None], f, 0).astype(dt)
         params[:, local] = p.transpose(0, 1).numpy()
         valid[local] = good
-        if logits is not None:
-            lg = o["logits"].float().reshape(b, K, -1).transpose(0, 1).cpu().numpy()
-            logits[:, local] = np.where(good[None, :, None], lg, 0).astype(dt)
+        for name, store in (("logits", logits), ("post", post)):
+            if store is not None:
+                v = o[name].reshape(b, K, -1).transpose(0, 1).cpu().numpy()
+                store[:, local] = np.where(good[None, :, None], v, 0).astype(dt)
         bar.update(b)
-    if not np.all(np.isfinite(feats[:, valid.astype(bool)])):
+    if not np.all(np.isfinite(feats[:, valid.astype(bool)])):  # fp16 overflow or bad weights
         raise InputError(f"teacher produced non-finite features in images {lo}..{hi}: "
                          "check the weights and --precision")
     arrays = {"features": feats, "params": params, "valid": valid}
     if logits is not None:
         arrays["logits"] = logits
+    if post is not None:
+        arrays["post"] = post
     return arrays, skipped
+
+
+def _forward_chunks(teacher, x, cfg, device, precision) -> dict:
+    """Teacher outputs for ``x`` computed in fixed-size, zero-padded chunks."""
+    outs = {"pre": [], "post": [], "logits": []}
+    n = x.shape[0]
+    for lo in range(0, n, cfg.chunk):
+        part = x[lo:lo + cfg.chunk]
+        if part.shape[0] < cfg.chunk:
+            part = torch.cat([part, part.new_zeros(cfg.chunk - part.shape[0], *part.shape[1:])])
+        part = part.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            o = teacher(part, want_logits=cfg.save_logits, want_post=cfg.save_post)
+        for k in outs:
+            if o[k] is not None:
+                outs[k].append(o[k].float()[: min(cfg.chunk, n - lo)])
+    return {k: torch.cat(v) if v else None for k, v in outs.items()}

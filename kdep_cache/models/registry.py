@@ -97,8 +97,9 @@ def load_teacher(spec: str, weights: str | None = None, norm: str | None = None
              "mobilenet": "features[-1] conv+BN before activation, avg-pooled",
              "efficientnet_lite": "_conv_head+_bn1 before ReLU6, avg-pooled",
              "torchscript": "module output"}[fnet.family]
+    has_head = fnet.family != "torchscript" and getattr(net, "kdep_has_head", True)
     info = TeacherInfo(spec, wdesc, _sha256(wpath) if wpath else "random", layer, norm,
-                       int(fnet.dim), fnet.num_classes if fnet.family != "torchscript" else None)
+                       int(fnet.dim), fnet.num_classes if has_head else None)
     return fnet, info
 
 
@@ -111,8 +112,7 @@ def _load_torchvision(name: str, weights: str | None):
         return net, None, "random"
     if Path(weights).is_file():
         has_head = fit_state_dict(net, load_state_dict_file(weights), f"weights {weights}")
-        if not has_head:
-            net = _without_head(net)
+        net.kdep_has_head = has_head  # published feature extractors may ship without fc
         return net, weights, str(Path(weights).resolve())
     try:
         w = torchvision.models.get_weight(weights if "." in weights else
@@ -130,12 +130,6 @@ def _load_torchvision(name: str, weights: str | None):
 
 def _enum_name(model_name: str) -> str:
     return torchvision.models.get_model_weights(model_name).__name__
-
-
-def _without_head(net: nn.Module) -> nn.Module:
-    """Mark a teacher that came without classifier weights: logits are unavailable."""
-    net._kdep_no_head = True
-    return net
 
 
 def _load_lite(key: str):

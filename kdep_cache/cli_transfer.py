@@ -1,0 +1,91 @@
+"""The ``transfer`` and ``compare`` subcommands (stage 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli import _run, emit, main
+from .errors import InputError
+from .fsio import atomic_write
+
+
+def _seeds(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in value.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not seeds:
+        raise click.BadParameter("at least one seed is needed")
+    return seeds
+
+
+@main.command()
+@click.option("--student", required=True,
+              help="train-student run dir (or its student.pth), a state_dict file (+ --arch), "
+                   "or random:NAME.")
+@click.option("--arch", default=None, help="Architecture of a plain state_dict (resnet18, ...).")
+@click.option("--label", default=None, help="Name of the student in results and tables.")
+@click.option("--data", required=True, type=click.Path(),
+              help="Downstream ImageFolder: DIR/train + DIR/test (or val), or one tree to split.")
+@click.option("--out", required=True, type=click.Path(), help="Result directory to write.")
+@click.option("--mode", type=click.Choice(["linear", "finetune"]), default="linear",
+              show_default=True, help="Frozen-feature linear probe, or full fine-tuning (paper).")
+@click.option("--epochs", default=150, show_default=True, help="Fine-tuning epochs (paper: 150).")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=0.001, show_default=True, help="Fine-tuning learning rate.")
+@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--momentum", default=0.9, show_default=True)
+@click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default="step",
+              show_default=True, help="step: x0.1 every --lr-step epochs (default: each third).")
+@click.option("--lr-step", type=float, default=None, help="Epochs between x0.1 steps.")
+@click.option("--image-size", type=int, default=None,
+              help="Input size S (default: the student's pre-training size, else 224).")
+@click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds,
+              help="Comma-separated seeds; results report mean ± std over them.")
+@click.option("--test-fraction", default=0.2, show_default=True,
+              help="Test share of the seeded stratified split (datasets without test/).")
+@click.option("--split-seed", default=0, show_default=True, help="Seed of that split.")
+@click.option("--workers", default=2, show_default=True, help="DataLoader decode workers.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Autocast: auto = bf16 where the hardware supports it.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted fine-tune in --out.")
+@click.option("--allow-leakage", is_flag=True,
+              help="Run even if downstream test images were pre-training images.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_run
+def transfer(as_json, **kw):
+    """Linear-probe or fine-tune a student on a downstream dataset (mean ± std over seeds)."""
+    from .transfer import TransferConfig, transfer as run
+    emit(run(TransferConfig(**kw)), as_json)
+
+
+@main.command()
+@click.argument("result_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--metric", type=click.Choice(["final", "best"]), default="final",
+              show_default=True, help="Fine-tuning: final-epoch or best-epoch (paper) top-1.")
+@click.option("--csv", "csv_path", type=click.Path(), default=None, help="Also write CSV here.")
+@click.option("--markdown", type=click.Path(), default=None, help="Also write Markdown here.")
+@click.option("--plot", type=click.Path(), default=None, help="Bar chart PNG (needs matplotlib).")
+@_run
+def compare(result_dirs, metric, csv_path, markdown, plot):
+    """Tabulate transfer results: students x datasets (+ mean), mean ± std over seeds."""
+    from .transfer import compare as cmp
+    table = cmp.build_table(list(result_dirs), metric)
+    for path, text in ((csv_path, cmp.to_csv), (markdown, cmp.to_markdown)):
+        if path:
+            data = text(table).encode()
+            _parent(path)
+            atomic_write(path, lambda p, d=data: p.write_bytes(d))
+    if plot:
+        _parent(plot)
+        cmp.plot(table, plot)
+    click.echo(cmp.format_text(table), nl=False)
+
+
+def _parent(path: str) -> None:
+    if not Path(path).resolve().parent.is_dir():
+        raise InputError(f"the folder of {path} does not exist")

@@ -1,0 +1,168 @@
+"""``compare``: several ``results.json`` -> one table (rows = students, columns = datasets +
+mean, cells = mean ± std over seeds) as aligned text, CSV, Markdown, and an optional chart."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cache.schema import TRANSFER
+from ..errors import ArtifactError, InputError
+from ..fsio import atomic_write, read_json
+from .run import RESULTS
+
+MEAN = "mean"
+METRICS = {"final": {"linear": "test_top1", "finetune": "final_top1"},
+           "best": {"linear": "test_top1", "finetune": "best_top1"}}
+
+
+@dataclass
+class Cell:
+    mean: float
+    std: float | None
+    n: int
+    by_seed: dict = field(default_factory=dict)
+
+    def text(self) -> str:
+        return f"{self.mean:.2f}" + ("" if self.std is None else f" ± {self.std:.2f}")
+
+
+@dataclass
+class Table:
+    metric: str
+    rows: list[str]
+    columns: list[str]
+    cells: dict  # (row, column) -> Cell
+
+    @property
+    def title(self) -> str:
+        which = "final epoch" if self.metric == "final" else "best epoch (as in the paper)"
+        return f"test top-1 % (mean ± std over seeds; linear probe, or fine-tuning {which})"
+
+
+def load_result(path: str | Path) -> dict:
+    p = Path(path)
+    p = p / RESULTS if p.is_dir() else p
+    if not p.is_file():
+        raise InputError(f"{path} holds no {RESULTS} (is the transfer finished?)")
+    r = read_json(p)
+    if not isinstance(r, dict) or r.get("format") != TRANSFER:
+        raise ArtifactError(f"{p} is not a transfer result (format {TRANSFER!r})")
+    r["_path"] = str(p)
+    return r
+
+
+def build_table(paths: list[str], metric: str = "final") -> Table:
+    """Collect ``paths`` (result dirs or files) into a :class:`Table`."""
+    if metric not in METRICS:
+        raise InputError(f"--metric must be one of {', '.join(METRICS)}")
+    if not paths:
+        raise InputError("compare needs at least one RESULT_DIR")
+    results = [load_result(p) for p in paths]
+    mixed = len({r["protocol"]["mode"] for r in results}) > 1
+    names: dict[str, set] = {}
+    for r in results:
+        names.setdefault(Path(r["dataset"]["path"]).name, set()).add(r["dataset"]["fingerprint"])
+    rows, columns, cells, where = [], [], {}, {}
+    for r in results:
+        row = r["student"]["label"] + (f" [{r['protocol']['mode']}]" if mixed else "")
+        col = Path(r["dataset"]["path"]).name
+        if len(names[col]) > 1:
+            col += f"@{r['dataset']['fingerprint'][:8]}"
+        if (row, col) in cells:
+            raise InputError(f"{where[row, col]} and {r['_path']} both hold {row} on {col}; "
+                             "give one of them another --label")
+        key = METRICS[metric][r["protocol"]["mode"]]
+        s = r["summary"][key]
+        by_seed = {int(x["seed"]): float(x[key]) for x in r["seeds"]}
+        cells[row, col], where[row, col] = Cell(s["mean"], s["std"], s["n"], by_seed), r["_path"]
+        rows += [row] if row not in rows else []
+        columns += [col] if col not in columns else []
+    for row in rows:
+        mean = _row_mean([cells.get((row, c)) for c in columns])
+        if mean is not None:
+            cells[row, MEAN] = mean
+    return Table(metric, rows, columns + [MEAN], cells)
+
+
+def _row_mean(row: list[Cell | None]) -> Cell | None:
+    """Mean over datasets (only for complete rows); ± over seeds when every dataset has them."""
+    if any(c is None for c in row):
+        return None
+    seeds = set(row[0].by_seed)
+    if len(seeds) > 1 and all(set(c.by_seed) == seeds for c in row):
+        per_seed = {s: statistics.fmean(c.by_seed[s] for c in row) for s in sorted(seeds)}
+        vals = list(per_seed.values())
+        return Cell(statistics.fmean(vals), statistics.stdev(vals), len(vals), per_seed)
+    return Cell(statistics.fmean(c.mean for c in row), None, len(row))
+
+
+def _grid(t: Table) -> list[list[str]]:
+    return [["student"] + t.columns] + [
+        [row] + [t.cells[row, c].text() if (row, c) in t.cells else "-" for c in t.columns]
+        for row in t.rows]
+
+
+def format_text(t: Table) -> str:
+    grid = _grid(t)
+    widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
+    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
+                               for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([t.title, line(grid[0]), sep] + [line(r) for r in grid[1:]]) + "\n"
+
+
+def to_markdown(t: Table) -> str:
+    grid = _grid(t)
+    out = [f"_{t.title}_", "", "| " + " | ".join(grid[0]) + " |",
+           "|" + "|".join(["---"] + ["---:"] * (len(grid[0]) - 1)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in grid[1:]]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["student"] + [f"{c} {k}" for c in t.columns for k in ("mean", "std", "n")])
+    for row in t.rows:
+        vals = [row]
+        for c in t.columns:
+            cell = t.cells.get((row, c))
+            vals += (["", "", ""] if cell is None else
+                     [f"{cell.mean:.4f}", "" if cell.std is None else f"{cell.std:.4f}", cell.n])
+        w.writerow(vals)
+    return buf.getvalue()
+
+
+def plot(t: Table, path: str | Path) -> None:
+    """Grouped bar chart (one group per column, one bar per student, std error bars)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("--plot needs matplotlib: pip install matplotlib (or "
+                         "pip install 'kdep-cache[plot]')") from None
+    width = 0.8 / max(len(t.rows), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(t.columns) * max(1, len(t.rows)) / 2), 4))
+    for i, row in enumerate(t.rows):
+        xs = [j + (i - (len(t.rows) - 1) / 2) * width for j, c in enumerate(t.columns)
+              if (row, c) in t.cells]
+        cs = [t.cells[row, c] for c in t.columns if (row, c) in t.cells]
+        ax.bar(xs, [c.mean for c in cs], width, yerr=[c.std or 0.0 for c in cs], capsize=3,
+               label=row)
+    ax.set_xticks(range(len(t.columns)), t.columns)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(t.title, fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    try:
+        atomic_write(path, lambda p: fig.savefig(p, format=fmt, dpi=120))
+    except ValueError as e:  # unknown image format
+        raise InputError(f"--plot {path}: {e}") from None
+    finally:
+        plt.close(fig)

@@ -1,0 +1,156 @@
+"""Resolve ``--student``: a train-student run directory (or its ``student.pth``), a plain
+torchvision state_dict (with ``--arch``), or ``random:NAME``; and the leakage check."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..cache.schema import STUDENT
+from ..errors import ArtifactError, InputError
+from ..fsio import read_json, sha256_file
+from ..images import scan_images
+from ..models import FeatureNet, build_student
+from ..models.registry import KNOWN_STUDENTS, NORMALIZATIONS
+from ..models.weights import fit_state_dict, load_state_dict_file
+
+log = logging.getLogger(__name__)
+STUDENT_FILE, SIDECAR = "student.pth", "student.json"
+
+
+@dataclass
+class Student:
+    """A student to transfer; :meth:`build` gives a fresh network with a new head."""
+
+    kind: str                          # run | state_dict | random
+    arch: str
+    label: str
+    spec: str
+    weights: str | None = None         # resolved path of the state_dict
+    sidecar: dict | None = None
+    state_dict: dict | None = field(default=None, repr=False)
+    weights_sha256: str | None = None
+
+    @property
+    def mean_std(self) -> tuple[list, list]:
+        inp = (self.sidecar or {}).get("input") or {}
+        if "mean" in inp and "std" in inp:
+            return list(inp["mean"]), list(inp["std"])
+        mean, std = NORMALIZATIONS["imagenet"]
+        return list(mean), list(std)
+
+    @property
+    def image_size(self) -> int | None:
+        return ((self.sidecar or {}).get("input") or {}).get("image_size")
+
+    def build(self, n_classes: int, seed: int) -> FeatureNet:
+        """Backbone weights (or a seeded random init) + a seeded new linear head."""
+        torch.manual_seed(seed)
+        net = build_student(self.arch, num_classes=n_classes)
+        if self.state_dict is not None:
+            fit_state_dict(net, self.state_dict, f"--student {self.spec} ({self.arch})",
+                           drop_head=True)
+        return FeatureNet(net)
+
+    def to_json(self) -> dict:
+        side = self.sidecar or {}
+        return {"label": self.label, "spec": self.spec, "kind": self.kind, "arch": self.arch,
+                "weights": self.weights, "weights_sha256": self.weights_sha256,
+                "fingerprint": side.get("fingerprint"), "lineage": side.get("lineage"),
+                "settings": side.get("settings"), "input": side.get("input"),
+                "sidecar_format": side.get("format")}
+
+
+def _check_arch(name: str) -> str:
+    if name not in KNOWN_STUDENTS:
+        raise InputError(f"unknown architecture {name!r}; known: {', '.join(KNOWN_STUDENTS)}")
+    return name
+
+
+def resolve_student(spec: str, arch: str | None = None, label: str | None = None) -> Student:
+    """Turn ``--student`` (+ ``--arch``, ``--label``) into a :class:`Student`."""
+    if spec.startswith("random:"):
+        name = _check_arch(spec.split(":", 1)[1])
+        if arch and arch != name:
+            raise InputError(f"--arch {arch} contradicts --student {spec}")
+        return Student("random", name, label or spec, spec)
+    path = Path(spec)
+    if path.is_dir():
+        path = path / STUDENT_FILE
+        if not path.is_file():
+            raise ArtifactError(f"{spec} has no {STUDENT_FILE}: not a finished train-student run "
+                                "(resume it with train-student --resume)")
+    elif not path.is_file():
+        raise InputError(f"--student {spec}: no such file or directory (use a train-student "
+                         "run directory, a state_dict file with --arch, or random:NAME)")
+    sidecar = _read_sidecar(path.parent / SIDECAR) if path.name == STUDENT_FILE else None
+    if sidecar is not None:
+        recorded = sidecar.get("student")
+        if arch and arch != recorded:
+            raise InputError(f"--arch {arch} contradicts {path.parent / SIDECAR}, which records "
+                             f"{recorded}")
+        arch, kind = recorded, "run"
+        default_label = path.parent.resolve().name
+    else:
+        if not arch:
+            raise InputError(f"--student {spec} is a plain state_dict: pass --arch NAME "
+                             f"({', '.join(KNOWN_STUDENTS[:4])}, ...)")
+        kind, default_label = "state_dict", path.stem
+    _check_arch(arch)
+    sd = load_state_dict_file(path)
+    student = Student(kind, arch, label or default_label, spec, str(path.resolve()), sidecar, sd,
+                      sha256_file(path))
+    student.build(2, 0)  # fail now, naming the keys, if the weights do not fit
+    return student
+
+
+def _read_sidecar(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    side = read_json(path)
+    if not isinstance(side, dict) or side.get("format") != STUDENT or "student" not in side:
+        raise ArtifactError(f"{path} is not a train-student sidecar (format {STUDENT!r})")
+    return side
+
+
+def pretraining_files(lineage: dict | None) -> list[str] | None:
+    """Absolute paths of the images a student was pre-trained on, if its lineage says."""
+    lineage = lineage or {}
+    root, listing = lineage.get("images_root"), lineage.get("images_file")
+    rel = None
+    if listing and os.path.isfile(listing):
+        doc = read_json(listing)
+        rel, root = doc.get("paths"), root or doc.get("root")
+    elif listing:
+        log.warning("cannot check leakage: the student's image list %s is gone", listing)
+        return None
+    elif root and os.path.isdir(root):  # trained on a whole folder (e.g. the supervised baseline)
+        rel = scan_images(root).paths
+    if not rel or not root:
+        return None
+    real_root = os.path.realpath(root)
+    out = []
+    for p in rel:
+        f = os.path.join(real_root, p)
+        out.append(os.path.realpath(f) if os.path.islink(f) else os.path.normpath(f))
+    return out
+
+
+def leaked(lineage: dict | None, test_files: list[str]) -> tuple[bool, list[str]]:
+    """(checked, downstream test images that are also pre-training images)."""
+    pre = pretraining_files(lineage)
+    if pre is None:
+        return False, []
+    pre_set = set(pre)
+    return True, sorted(f for f in test_files if os.path.realpath(f) in pre_set)
+
+
+def head_module(net: FeatureNet) -> nn.Module:
+    """The new classifier layer (for tests and logging)."""
+    n = net.net
+    return n.fc if net.family == "resnet" else n.classifier[-1]
