@@ -134,7 +134,7 @@ def test_fit_svd_stage_writes_targets_and_true_std_ratios(tmp_path):
 
 
 def test_fit_svd_refuses_bad_caches(tmp_path):
-    feats = _data(40, 12)[None]
+    feats = _data(10, 12)[None]
     make_fake_cache(tmp_path / "c", feats, shard_size=16)
     with pytest.raises(InputError, match="need at least 13"):
         fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=12, fit_views="0"))
@@ -154,4 +154,4 @@ def test_fit_svd_refuses_bad_caches(tmp_path):
     with pytest.raises(ArtifactError, match="format version 99"):
         fit_svd(FitConfig(str(tmp_path / "v"), str(tmp_path / "t4"), dim=4))
     with h5py.File(tmp_path / "c" / "shard-00000.h5", "r") as f:  # the shard itself is intact
-        assert f["features"].shape == (1, 16, 12)
+        assert f["features"].shape == (1, 10, 12)
