@@ -70,11 +70,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], need_by
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as e:
+        # before unlinking: may look at the partial file's size
+        full = _out_of_space(e, tmp) if isinstance(e, Exception) else None
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if full == errno.EFBIG:
+            raise ArtifactError(
+                f"file size limit reached writing {path} (needs about {_mb(need_bytes)}, "
+                f"limit {_fsize_limit()}); partial file removed, earlier complete files kept: "
+                "raise the limit (ulimit -f) or use another filesystem and rerun to resume"
+            ) from e
+        if full is not None:
             free = shutil.disk_usage(path.parent).free
             raise ArtifactError(
                 f"no space left writing {path} (needs about {_mb(need_bytes)}, {_mb(free)} free); "
@@ -86,7 +94,45 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], need_by
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.1f} KiB" if n < 2**20 else f"{n / 2**20:.1f} MiB"
+
+
+_FULL_TEXT = {errno.ENOSPC: ("errno = 28", "No space left"), errno.EFBIG: ("errno = 27",
+              "File too large"), errno.EDQUOT: ("errno = 122", "Disk quota exceeded")}
+
+
+def _out_of_space(e: BaseException, tmp: Path) -> int | None:
+    """errno (ENOSPC/EFBIG/EDQUOT) of a disk-full failure, also when a library wrapped or
+    replaced the OSError (HDF5 re-raises on close, torch.save says only "iostream error")."""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno in _FULL_TEXT:
+            return x.errno
+        for code, words in _FULL_TEXT.items():
+            if any(w in str(x) for w in words):
+                return code
+        x = x.__cause__ or x.__context__
+    try:
+        import resource
+        lim = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if lim != resource.RLIM_INFINITY and tmp.stat().st_size >= lim:
+            return errno.EFBIG
+        if shutil.disk_usage(tmp.parent).free < 2**20:
+            return errno.ENOSPC
+    except (ImportError, OSError):
+        pass
+    return None
+
+
+def _fsize_limit() -> str:
+    try:
+        import resource
+        lim = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except ImportError:
+        return "unknown"
+    return "of the filesystem" if lim == resource.RLIM_INFINITY else f"{_mb(lim)} (ulimit -f)"
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

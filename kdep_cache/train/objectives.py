@@ -12,6 +12,7 @@ outputs and the batch's targets; all share one training loop (:mod:`kdep_cache.t
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,7 +111,7 @@ def margins_from_features(feats) -> torch.Tensor:
     """Per-channel E[x | x < 0] of raw teacher features (Heo et al.'s margin), streamed."""
     neg_sum, neg_cnt = None, None
     for x in feats:
-        x = torch.as_tensor(x, dtype=torch.float64)
+        x = torch.from_numpy(np.asarray(x, dtype=np.float64))
         neg = torch.clamp(x, max=0)
         s, c = neg.sum(0), (x < 0).sum(0)
         neg_sum = s if neg_sum is None else neg_sum + s

@@ -10,12 +10,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..errors import InputError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
-from ..runtime import resolve_device
+from ..runtime import autocast, prepare_model, resolve_device
 from ..train.student import default_precision
 from .data import Batches, open_downstream, test_transform
 from .finetune import finetune
@@ -101,6 +100,7 @@ def transfer(cfg: TransferConfig) -> dict:
             raise InputError(msg + "; refusing: use a disjoint test split, or --allow-leakage")
     device = resolve_device(cfg.device)
     precision = default_precision(device) if cfg.precision == "auto" else cfg.precision
+    autocast(device, precision)  # refuse e.g. fp16 on CPU before any work
     size = cfg.image_size or student.image_size or 224
     mean, std = student.mean_std
     protocol = _protocol(cfg, size, mean, std, precision)
@@ -152,8 +152,7 @@ def _linear(student, data, protocol, cfg, device, precision) -> list[dict]:
     for seed in cfg.seeds:
         t0 = time.perf_counter()
         if feats is None or student.kind == "random":  # random init differs per seed
-            net = student.build(len(data.classes), seed).to(device).to(
-                memory_format=torch.channels_last)
+            net = prepare_model(student.build(len(data.classes), seed), device)
             feats = [extract_features(net, Batches(split, tf, size, cfg.batch_size, cfg.workers,
                                                    pin=pin), device, precision, desc=name)
                      for name, split in (("train", data.train), ("test", data.test))]

@@ -1,0 +1,337 @@
+"""Stage 3 (transfer / compare): fast CPU tests on tiny synthetic image folders."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+import kdep_cache.cli_transfer  # noqa: F401  (registers transfer/compare until cli.py imports it)
+from kdep_cache.cli import main
+from kdep_cache.errors import ArtifactError, InputError
+from kdep_cache.models import FeatureNet
+from kdep_cache.transfer import compare as cmp
+from kdep_cache.transfer import finetune as ft
+from kdep_cache.transfer import linear
+from kdep_cache.transfer.data import open_downstream
+from kdep_cache.transfer.run import TransferConfig, aggregate, transfer
+from kdep_cache.transfer.students import resolve_student
+
+COLOURS = {"a": (220, 30, 30), "b": (30, 220, 30), "c": (30, 30, 220), "d": (200, 200, 30)}
+FAST = ["--image-size", "32", "--workers", "0", "--device", "cpu", "--precision", "fp32",
+        "--batch-size", "8"]
+
+
+def make_tree(root: Path, classes="abc", n: int = 6, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            a = np.clip(np.array(COLOURS[c]) + rng.normal(0, 25, (16, 16, 3)), 0, 255)
+            Image.fromarray(a.astype(np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def ds(tmp_path) -> Path:
+    make_tree(tmp_path / "ds" / "train", n=6)
+    make_tree(tmp_path / "ds" / "test", n=2, seed=1)
+    return tmp_path / "ds"
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(res, needle: str) -> None:
+    assert res.exit_code != 0, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and res.stderr.strip().splitlines()[-1] == lines[0], res.stderr
+    assert needle in lines[0], lines[0]
+
+
+def fake_run(tmp_path: Path, lineage: dict | None = None, arch: str = "resnet18") -> Path:
+    """A hand-made train-student output: student.pth (plain state_dict) + student.json."""
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(3)
+    torch.save(torchvision.models.get_model(arch, num_classes=1000).state_dict(),
+               run / "student.pth")
+    side = {"format": "kdep-cache/student", "format_version": 1, "student": arch,
+            "family": "resnet", "feature_dim": 512,
+            "input": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "image_size": 32},
+            "settings": {"objective": "kdep", "epochs": 1}, "fingerprint": "f" * 64,
+            "lineage": lineage or {"cache": "c" * 64, "images": "i" * 64, "images_root": None,
+                                   "images_file": None, "n_images": 0}}
+    (run / "student.json").write_text(json.dumps(side))
+    return run
+
+
+# --- accuracy, aggregation ------------------------------------------------------------------
+
+class Fixed(nn.Module):
+    """Predicts class ``x[:, 0, 0, 0]`` (known predictions)."""
+
+    def forward(self, x, want_logits=False, want_post=False):
+        return {"logits": nn.functional.one_hot(x[:, 0, 0, 0].long(), 3).float()}
+
+
+def test_accuracy_on_known_predictions():
+    preds = torch.tensor([0, 1, 2, 2, 1, 0, 0, 2]).float()
+    x = preds.view(-1, 1, 1, 1).expand(-1, 3, 1, 1).contiguous()
+    y = torch.tensor([0, 1, 2, 0, 1, 0, 1, 2])  # 6 of 8 right
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    assert ft.evaluate(Fixed(), batches, torch.device("cpu"), "fp32") == pytest.approx(75.0)
+    assert linear.accuracy([1, 2, 3], [1, 0, 3]) == pytest.approx(200 / 3)
+    s = ft.summarize([{"epoch": 1, "test_top1": 50.0}, {"epoch": 2, "test_top1": 80.0},
+                      {"epoch": 3, "test_top1": 80.0}, {"epoch": 4, "test_top1": 60.0}])
+    assert (s["final_top1"], s["best_top1"], s["best_epoch"]) == (60.0, 80.0, 2)
+
+
+def test_aggregate_mean_std():
+    a = aggregate([70.0, 72.0, 74.0])
+    assert a["mean"] == pytest.approx(72.0) and a["std"] == pytest.approx(2.0) and a["n"] == 3
+    assert aggregate([71.5]) == {"mean": 71.5, "std": None, "n": 1, "values": [71.5]}
+
+
+# --- linear probe never sees the test data --------------------------------------------------
+
+def test_linear_probe_chooses_c_on_train_only(monkeypatch):
+    rng = np.random.default_rng(0)
+    y_tr = np.repeat(np.arange(3), 20)
+    x_tr = rng.normal(0, 1, (60, 8)) + y_tr[:, None] * 0.7
+    x_te = rng.normal(0, 1, (15, 8)) + 1000.0  # distinct rows: easy to spot if ever fitted on
+    y_te = np.repeat(np.arange(3), 5)
+    fitted: list[np.ndarray] = []
+    real = linear.make_probe
+
+    def spy(c, seed):
+        probe = real(c, seed)
+        orig = probe.fit
+        probe.fit = lambda x, y: (fitted.append(np.asarray(x)), orig(x, y))[1]
+        return probe
+
+    monkeypatch.setattr(linear, "make_probe", spy)
+    r1 = linear.linear_probe((x_tr, y_tr), (x_te, y_te), seed=0)
+    assert len(fitted) == len(linear.C_GRID) + 1  # grid on the held-out split, then one refit
+    assert all(f.max() < 500 for f in fitted), "a probe was fitted on test features"
+    assert all(len(f) == 48 for f in fitted[:-1]) and len(fitted[-1]) == 60
+    adversarial = (x_te, (y_te + 1) % 3)  # test labels changed: the choice of C must not move
+    r2 = linear.linear_probe((x_tr, y_tr), adversarial, seed=0)
+    assert (r1["C"], r1["val_top1"], r1["val_grid"]) == (r2["C"], r2["val_top1"], r2["val_grid"])
+    assert r1["n_val"] == 12 and r1["stratified"]
+
+
+# --- students --------------------------------------------------------------------------------
+
+def test_students_random_plain_and_train_student_run(tmp_path):
+    rnd = resolve_student("random:resnet18")
+    assert rnd.kind == "random" and rnd.label == "random:resnet18" and rnd.image_size is None
+    a, b = rnd.build(5, seed=0), rnd.build(5, seed=0)
+    assert torch.equal(a.net.conv1.weight, b.net.conv1.weight)  # seeded
+    assert a.net.fc.out_features == 5
+
+    sd = torchvision.models.resnet18().state_dict()
+    torch.save(sd, tmp_path / "plain.pth")
+    with pytest.raises(InputError, match="--arch"):
+        resolve_student(str(tmp_path / "plain.pth"))
+    plain = resolve_student(str(tmp_path / "plain.pth"), arch="resnet18")
+    net = plain.build(4, seed=1)
+    assert plain.kind == "state_dict" and plain.label == "plain"
+    assert torch.equal(net.net.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
+    assert net.net.fc.out_features == 4  # new head, not the 1000-class one
+    assert plain.mean_std[0] == [0.485, 0.456, 0.406]
+
+    run = fake_run(tmp_path)
+    for spec in (run, run / "student.pth"):
+        st = resolve_student(str(spec))
+        assert st.kind == "run" and st.arch == "resnet18" and st.label == "run"
+        assert st.image_size == 32 and st.mean_std == ([0.5] * 3, [0.25] * 3)
+        assert st.to_json()["fingerprint"] == "f" * 64 and st.to_json()["lineage"]["cache"]
+    with pytest.raises(InputError, match="contradicts"):
+        resolve_student(str(run), arch="resnet34")
+
+
+def test_misfit_checkpoint_names_keys(tmp_path, ds):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ArtifactError, match=r"missing keys layer\d"):
+        resolve_student(str(tmp_path / "r18.pth"), arch="resnet34")
+    res = cli("transfer", "--student", tmp_path / "r18.pth", "--arch", "resnet34", "--data", ds,
+              "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(res, "does not fit the architecture")
+    assert not (tmp_path / "o").exists()
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+def test_dataset_errors_and_seeded_split(tmp_path):
+    one = make_tree(tmp_path / "one" / "train", classes="a").parent
+    make_tree(one / "test", classes="a", n=2)
+    with pytest.raises(InputError, match="at least 2"):
+        open_downstream(str(one))
+    empty = make_tree(tmp_path / "empty" / "train").parent
+    (empty / "test").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        open_downstream(str(empty))
+    extra = make_tree(tmp_path / "extra" / "train", classes="ab").parent
+    make_tree(extra / "test", classes="abc", n=2)
+    with pytest.raises(InputError, match="test classes missing from train: c"):
+        open_downstream(str(extra))
+    res = cli("transfer", "--student", "random:resnet18", "--data", extra, "--out",
+              tmp_path / "o", *FAST)
+    assert_one_line_error(res, "missing from train")
+
+    flat = make_tree(tmp_path / "flat", n=5)
+    d1, d2 = open_downstream(str(flat)), open_downstream(str(flat), split_seed=1)
+    assert d1.split == {"kind": "seeded-stratified", "from": ".", "test_fraction": 0.2,
+                        "seed": 0}
+    assert len(d1.test) == 3 and len(d1.train) == 12  # one per class (round(0.2 * 5))
+    assert sorted(d1.test.labels) == [0, 1, 2]
+    assert d1.fingerprint == open_downstream(str(flat)).fingerprint != d2.fingerprint
+    assert not set(d1.test.paths) & set(d1.train.paths)
+
+
+# --- linear and fine-tuning end to end -------------------------------------------------------
+
+def test_linear_multi_seed_results(tmp_path, ds):
+    out = tmp_path / "lin"
+    res = cli("transfer", "--student", "random:resnet18", "--data", ds, "--out", out,
+              "--seeds", "0,1", "--json", *FAST)
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["format"] == "kdep-cache/transfer" and r["protocol"]["mode"] == "linear"
+    assert r["dataset"]["n_classes"] == 3 and (r["dataset"]["n_train"], r["dataset"]["n_test"]) \
+        == (18, 6)
+    accs = [s["test_top1"] for s in r["seeds"]]
+    assert [s["seed"] for s in r["seeds"]] == [0, 1] and all(s["C"] in linear.C_GRID
+                                                             for s in r["seeds"])
+    assert r["summary"]["test_top1"]["mean"] == pytest.approx(statistics.fmean(accs))
+    assert r["summary"]["test_top1"]["std"] == pytest.approx(statistics.stdev(accs))
+    again = cli("transfer", "--student", "random:resnet18", "--data", ds, "--out", out,
+                "--seeds", "0,1", "--json", *FAST)
+    assert json.loads(again.stdout)["note"] == "already done"
+
+
+def test_finetune_relu_present_and_resume(tmp_path, ds, monkeypatch):
+    heads_in: list[float] = []
+    real_head = FeatureNet.head
+    monkeypatch.setattr(FeatureNet, "head",
+                        lambda self, post: (heads_in.append(float(post.detach().min())),
+                                            real_head(self, post))[1])
+    calls = {"n": 0}
+    real_eval = ft.evaluate
+
+    def interrupt_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed during epoch 2, after epoch 1's checkpoint
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(ft, "evaluate", interrupt_second)
+    out = tmp_path / "ft"
+    args = ["transfer", "--student", "random:resnet18", "--data", ds, "--out", out, "--mode",
+            "finetune", "--epochs", "2", "--seeds", "0", *FAST]
+    assert cli(*args).exit_code == 130
+    assert heads_in and min(heads_in) >= 0.0  # the head reads post: final ReLU restored
+    assert (out / "seed-0" / "checkpoint.pt").is_file() and not (out / "results.json").exists()
+    assert_one_line_error(cli(*args), "--resume")
+    res = cli(*args, "--resume", "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    s = r["seeds"][0]
+    assert [h["epoch"] for h in s["history"]] == [1, 2] and s["epochs"] == 2
+    assert s["final_top1"] == s["history"][-1]["test_top1"]
+    assert s["best_top1"] == max(h["test_top1"] for h in s["history"])
+    assert r["summary"]["best_top1"]["std"] is None and r["primary"] == "final_top1"
+    assert r["protocol"]["lr"] == 0.001 and r["protocol"]["weight_decay"] == 5e-4
+    lines = (out / "seed-0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_finetune_net_post_is_nonnegative():
+    net = resolve_student("random:resnet18").build(3, seed=0).eval()
+    out = net(torch.randn(2, 3, 32, 32), want_logits=True)
+    assert out["post"].min() >= 0 and out["pre"].min() < 0
+    assert torch.allclose(out["logits"], net.net.fc(out["post"]))
+
+
+# --- leakage ---------------------------------------------------------------------------------
+
+def test_leakage_refused_unless_allowed(tmp_path, ds):
+    listing = tmp_path / "images.json"
+    paths = sorted(str(p.relative_to(ds)) for p in ds.rglob("*.png"))  # train AND test
+    listing.write_text(json.dumps({"root": str(ds), "paths": paths}))
+    run = fake_run(tmp_path, {"cache": "c" * 64, "images": "i", "images_root": str(ds),
+                              "images_file": str(listing), "n_images": len(paths)})
+    out = tmp_path / "leak"
+    with pytest.raises(InputError, match="LEAKAGE: 6 of the 6"):
+        transfer(TransferConfig(str(run), str(ds), str(out), image_size=32, seeds=(0,),
+                                workers=0, device="cpu", precision="fp32"))
+    assert_one_line_error(cli("transfer", "--student", run, "--data", ds, "--out", out, *FAST),
+                          "LEAKAGE")
+    res = cli("transfer", "--student", run, "--data", ds, "--out", out, "--seeds", "0",
+              "--allow-leakage", *FAST)
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["leakage"]["overlap"] == 6 and r["leakage"]["allowed"]
+    assert r["student"]["lineage"]["images_file"] == str(listing)
+    assert r["protocol"]["mean"] == [0.5] * 3  # the student's recorded normalization
+
+
+# --- compare ---------------------------------------------------------------------------------
+
+def _result(d: Path, label: str, dataset: str, vals: list[float], mode: str = "linear"):
+    d.mkdir(parents=True)
+    key = "test_top1" if mode == "linear" else "final_top1"
+    seeds = [{"seed": i, key: v, "best_top1": v + 1} for i, v in enumerate(vals)]
+    summ = {k: aggregate([s[k] for s in seeds]) for k in (key, "best_top1")}
+    (d / "results.json").write_text(json.dumps({
+        "format": "kdep-cache/transfer", "student": {"label": label},
+        "dataset": {"path": f"/data/{dataset}", "fingerprint": dataset * 8},
+        "protocol": {"mode": mode}, "seeds": seeds, "summary": summ}))
+    return d
+
+
+def test_compare_table(tmp_path, monkeypatch):
+    dirs = [_result(tmp_path / "1", "kdep", "cifar", [70.0, 72.0]),
+            _result(tmp_path / "2", "kdep", "flowers", [80.0, 84.0]),
+            _result(tmp_path / "3", "random", "cifar", [40.0, 40.0])]
+    t = cmp.build_table([str(d) for d in dirs])
+    assert t.rows == ["kdep", "random"] and t.columns == ["cifar", "flowers", "mean"]
+    assert t.cells["kdep", "cifar"].text() == "71.00 ± 1.41"
+    assert t.cells["kdep", "mean"].text() == f"76.50 ± {math.sqrt(4.5):.2f}"  # per-seed means
+    assert ("random", "mean") not in t.cells  # incomplete row: no mean
+    text = cmp.format_text(t)
+    assert "71.00 ± 1.41" in text and text.splitlines()[-1].split()[-2:] == ["-", "-"]
+    rows = list(csv.DictReader(io.StringIO(cmp.to_csv(t))))
+    assert rows[0]["flowers mean"] == "82.0000" and rows[1]["flowers mean"] == ""
+    md = cmp.to_markdown(t).splitlines()
+    assert md[2] == "| student | cifar | flowers | mean |" and md[4].startswith("| kdep | 71.00")
+
+    res = cli("compare", *dirs, "--csv", tmp_path / "t.csv", "--markdown", tmp_path / "t.md")
+    assert res.exit_code == 0 and "kdep" in res.stdout
+    assert (tmp_path / "t.csv").read_text() == cmp.to_csv(t)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert_one_line_error(cli("compare", *dirs, "--plot", tmp_path / "p.png"),
+                          "pip install matplotlib")
+    assert_one_line_error(cli("compare", dirs[0], dirs[0]), "give one of them another --label")
+    assert_one_line_error(cli("compare", tmp_path / "nothing"), "no results.json")
+
+
+def test_compare_finetune_best_vs_final(tmp_path):
+    d = _result(tmp_path / "f", "kdep", "cifar", [70.0], mode="finetune")
+    assert cmp.build_table([str(d)]).cells["kdep", "cifar"].text() == "70.00"
+    best = cmp.build_table([str(d)], metric="best")
+    assert best.cells["kdep", "cifar"].text() == "71.00" and "best epoch" in best.title
