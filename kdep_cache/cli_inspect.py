@@ -33,6 +33,8 @@ def format_info(d: dict) -> str:
             v = d[k] if k != "fingerprint" else _short(d[k])
             lines.append(f"{k:>18}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
     lines.append(f"{'on disk':>18}: {_mib(d['bytes_on_disk'])}")
+    for name, n in (d.get("file_bytes") or {}).items():
+        lines.append(f"{name:>18}: {_mib(n)}")
     t = d.get("teacher")
     if t:
         lines.append(f"{'teacher':>18}: {t.get('name')} ({t.get('weights')}, sha256 "

@@ -7,6 +7,7 @@ Output directory: ``projection.h5`` (the projection artifact), ``shard-NNNNN.h5`
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import dataclass
@@ -133,14 +134,16 @@ def _write_projection(path: Path, proj: Projection, fp: str, cache: Store, views
              "fitted_samples": n, "explained_variance": expl}
 
     def write(tmp):
-        with h5py.File(tmp, "w") as f:
+        buf = io.BytesIO()  # in memory, then one plain write (see cache.store.write_shard)
+        with h5py.File(buf, "w") as f:
             f.attrs[ARRAY_ATTR] = canonical_json(attrs)
             for k, v in proj.arrays().items():
                 f.create_dataset(k, data=v, track_times=False)
             evr = proj.eigenvalues / max(proj.eigenvalues.sum(), 1e-300)
             f.create_dataset("explained_variance_ratio", data=evr[:proj.spec.dim],
                              track_times=False)
-    atomic_write(path, write)
+        tmp.write_bytes(buf.getbuffer())
+    atomic_write(path, write, sum(v.nbytes for v in proj.arrays().values()))
 
 
 def load_projection(path: str | Path) -> tuple[Projection, dict]:

@@ -81,12 +81,10 @@ def scan_images(root: str | os.PathLike, file_list: str | os.PathLike | None = N
         paths.sort()
     if not paths:
         raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    # class = first folder level; files at the top level of a class tree stay unlabeled (-1)
     classes = sorted({p.split("/")[0] for p in paths if "/" in p})
-    has_classes = len(classes) > 0 and all("/" in p for p in paths)
-    if not has_classes:
-        classes = []
     cidx = {c: i for i, c in enumerate(classes)}
-    labels = [cidx[p.split("/")[0]] if has_classes else -1 for p in paths]
+    labels = [cidx[p.split("/")[0]] if "/" in p else -1 for p in paths]
     il = ImageList(str(rootp.resolve()), paths, labels, classes)
     if fraction is not None:
         il = class_balanced_subset(il, fraction, seed)

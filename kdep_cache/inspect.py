@@ -1,4 +1,4 @@
-"""``info`` and ``verify``: what an artifact is, what it was built from, whether its bytes are intact.
+"""``info`` and ``verify``: what an artifact is, what it was built from, whether it is intact.
 
 Artifacts: a raw cache or targets store (directory with ``manifest.json``, or an unfinished one
 with only ``config.json``), ``projection.h5``, a train-student run (or its ``student.pth`` /
@@ -44,7 +44,7 @@ def locate(path: str | Path) -> tuple[str, Path]:
         if fmt in KIND:
             raise ArtifactError(f"{p} is one shard of a {KIND[fmt]} store: inspect {p.parent}")
     elif (p / MANIFEST).is_file() or (p / CONFIG).is_file():
-        doc = read_json(p / MANIFEST if (p / MANIFEST).is_file() else p / CONFIG)
+        doc = _manifest(p) or (read_json(p / CONFIG) if (p / CONFIG).is_file() else {})
         if isinstance(doc, dict) and doc.get("format") in KIND:
             return KIND[doc["format"]], p
     elif any((p / f).is_file() for f in (SIDECAR, STUDENT_FILE, CHECKPOINT)):
@@ -98,128 +98,162 @@ def _manifest(d: Path | None) -> dict | None:
     return m if isinstance(m, dict) else None
 
 
+def _proj_fp(path: Path | None) -> str | None:
+    try:
+        return _h5_attrs(path).get("fingerprint") if path and path.is_file() else None
+    except ArtifactError:
+        return None
+
+
 def _cache_chain(cache_dir, cache_fp: str | None, images_fp: str | None = None,
                  this: bool = False) -> list[dict]:
+    """images -> cache, checked against the cache directory (if its path is known)."""
     d = Path(cache_dir) if cache_dir else None
-    m = _manifest(d) if d else None
+    m = (_manifest(d) if d else None) or {}
     imgs = d / IMAGES if d else None
-    root = read_json(imgs).get("root") if imgs is not None and imgs.is_file() else None
-    s = (m or {}).get("settings", {})
+    s = m.get("settings") or (read_json(d / CONFIG) if this and (d / CONFIG).is_file() else {})
+    try:
+        root = read_json(imgs).get("root") if imgs and imgs.is_file() else None
+    except ArtifactError:
+        root = None
     chain = [_node("images", images_fp or s.get("images"), root,
-                   _images_fp(imgs) if imgs is not None and imgs.is_file() else None,
-                   n_images=s.get("n_images"))]
+                   _images_fp(imgs) if imgs else None, n_images=s.get("n_images"))]
     if cache_fp is not None or this:
-        chain.append(_node("cache", cache_fp, d, (m or {}).get("fingerprint"), this))
+        chain.append(_node("cache", cache_fp, d, m.get("fingerprint"), this))
     return chain
 
 
 def _student_chain(lin: dict, argv: list | None) -> list[dict]:
     """images -> cache -> projection -> targets from a student's recorded ``lineage``."""
-    cache_dir = Path(lin["images_file"]).parent if lin.get("images_file") else None
-    chain = _cache_chain(cache_dir, lin.get("cache"), lin.get("images"))
-    if cache_dir is None:  # no cache (supervised): the images are a folder
+    if lin.get("images_file"):
+        chain = _cache_chain(Path(lin["images_file"]).parent, lin.get("cache"), lin.get("images"))
+    else:  # no cache (supervised baseline): a folder of images
         chain = [_node("images", lin.get("images"), lin.get("images_root"), None)]
     if lin.get("targets"):
         tdir = None  # the targets path is not recorded; use the command line if it was absolute
-        if argv and "--targets" in argv[:-1] and Path(argv[argv.index("--targets") + 1]).is_absolute():
-            tdir = Path(argv[argv.index("--targets") + 1])
+        if argv and "--targets" in argv[:-1]:
+            arg = Path(argv[argv.index("--targets") + 1])
+            tdir = arg if arg.is_absolute() else None
         proj = tdir / "projection.h5" if tdir else None
-        pfp = _h5_attrs(proj).get("fingerprint") if proj and proj.is_file() else None
-        chain.append(_node("projection", lin.get("projection"), proj, pfp))
-        chain.append(_node("targets", lin["targets"], tdir, (_manifest(tdir) or {}).get("fingerprint")))
+        chain.append(_node("projection", lin.get("projection"), proj, _proj_fp(proj)))
+        chain.append(_node("targets", lin["targets"], tdir,
+                           (_manifest(tdir) or {}).get("fingerprint") if tdir else None))
     return chain
 
 
-def info(path: str | Path) -> dict:
-    """A summary of the artifact at ``path`` (see module docstring), JSON-serialisable."""
-    kind, p = locate(path)
-    out = {"path": str(p.resolve()), "kind": kind, "bytes_on_disk": _size(p)}
-    if kind in ("raw-cache", "targets"):
-        m = _manifest(p)
-        s = m["settings"] if m else read_json(p / CONFIG)
-        shards = sorted(p.glob("shard-*.h5"))
-        out.update(format=s["format"], format_version=(m or {}).get("format_version"),
-                   complete=m is not None, fingerprint=(m or {}).get("fingerprint"),
-                   images=s.get("n_images"), views=s.get("views"), dtype=s.get("dtype"),
-                   dim=(m or {}).get("dim") or s.get("dim") or s.get("teacher", {}).get("dim"),
-                   arrays=(m or {}).get("arrays"), shards=len(m["shards"]) if m else len(shards),
-                   bytes_shards=sum(f.stat().st_size for f in shards),
-                   skipped=len(m["skipped"]) if m else None,
-                   skipped_examples=(m or {}).get("skipped", [])[:3])
-        if kind == "raw-cache":
-            out.update(teacher=s.get("teacher"), augment=s.get("augment"),
-                       image_size=s.get("image_size"), seed=s.get("seed"),
-                       precision=s.get("precision"))
-            out["lineage"] = _cache_chain(p, out["fingerprint"], this=True)
-        else:
-            src = (m or {}).get("source_cache")
-            out.update(spec=s.get("spec"), fit_views=s.get("fit_views"), source_cache=src,
-                       **{k: (m or {}).get(k) for k in ("explained_variance", "fitted_samples",
-                                                        "std_ratio")})
-            proj = p / "projection.h5"
-            pfp = _h5_attrs(proj).get("fingerprint") if proj.is_file() else None
-            out["lineage"] = _cache_chain(src, s.get("cache")) + [
-                _node("projection", s.get("projection"), proj, pfp),
-                _node("targets", out["fingerprint"], p, out["fingerprint"], True)]
-    elif kind == "projection":
-        a = _h5_attrs(p)
-        m = _manifest(p.parent)
-        src = m.get("source_cache") if m and m.get("projection_fingerprint") == a["fingerprint"] else None
-        with h5py.File(p, "r") as f:
-            shape = f["weight"].shape
-        out.update(format=a["format"], format_version=a.get("format_version"), complete=True,
-                   fingerprint=a["fingerprint"], spec=a.get("spec"), teacher_dim=shape[0],
-                   dim=shape[1], fit_views=a.get("fit_views"), dtype="float64",
-                   fitted_samples=a.get("fitted_samples"),
-                   explained_variance=a.get("explained_variance"))
-        out["lineage"] = _cache_chain(src, a.get("cache")) + [
-            _node("projection", a["fingerprint"], p, a["fingerprint"], True)]
-    elif kind == "student":
-        side = read_json(p / SIDECAR) if (p / SIDECAR).is_file() else None
-        if side is not None and side.get("format") != STUDENT:
-            raise ArtifactError(f"{p / SIDECAR} is not a train-student sidecar")
-        side = side or {}
-        hist = side.get("history") or []
-        out.update(format=side.get("format", STUDENT), format_version=side.get("format_version"),
-                   complete=bool(side) and (p / STUDENT_FILE).is_file(),
-                   fingerprint=side.get("fingerprint"), student=side.get("student"),
-                   feature_dim=side.get("feature_dim"), input=side.get("input"),
-                   objective=(side.get("settings") or {}).get("objective"),
-                   epochs=len(hist), final_loss=hist[-1].get("loss") if hist else None,
-                   images=(side.get("lineage") or {}).get("n_images"),
-                   checkpoint=(p / CHECKPOINT).is_file())
-        out["lineage"] = _student_chain(side.get("lineage") or {}, side.get("argv")) + [
-            _node("student", out["fingerprint"], p, out["fingerprint"], True)]
-    else:
-        r = read_json(p / RESULTS)
-        if r.get("format") != TRANSFER:
-            raise ArtifactError(f"{p / RESULTS} is not a transfer result (format {TRANSFER!r})")
-        st = r.get("student") or {}
-        spath = Path(st["weights"]).parent if st.get("weights") else None
-        sfp = (read_json(spath / SIDECAR).get("fingerprint")
-               if spath and (spath / SIDECAR).is_file() else None)
-        out.update(format=r["format"], format_version=r.get("format_version"), complete=True,
-                   fingerprint=r.get("settings_fingerprint"), student=st.get("label"),
-                   dataset=(r.get("dataset") or {}).get("path"),
-                   mode=(r.get("protocol") or {}).get("mode"), summary=r.get("summary"),
-                   leakage=r.get("leakage"))
-        head = _student_chain(st.get("lineage") or {}, None) if st.get("lineage") else []
-        w = Path(st["weights"]) if st.get("weights") else None
-        student = _node("student", st.get("fingerprint"), spath, sfp) if st.get(
-            "kind") == "run" else _node("student", st.get("weights_sha256"), w,
-                                        sha256_file(w) if w and w.is_file() else None)
-        out["lineage"] = head + [student, _node("transfer", out["fingerprint"], p,
-                                                out["fingerprint"], True)]
+def _info_store(p: Path, kind: str) -> dict:
+    m = _manifest(p) or {}
+    s = m.get("settings") or read_json(p / CONFIG)
+    shards = sorted(p.glob("shard-*.h5"))
+    out = {"format": s["format"], "format_version": m.get("format_version"), "complete": bool(m),
+           "fingerprint": m.get("fingerprint"), "images": s.get("n_images"),
+           "views": s.get("views"), "dtype": s.get("dtype"),
+           "dim": m.get("dim") or s.get("dim") or s.get("teacher", {}).get("dim"),
+           "arrays": m.get("arrays"), "shards": len(m["shards"]) if m else len(shards),
+           "bytes_shards": sum(f.stat().st_size for f in shards),
+           "skipped": len(m["skipped"]) if m else None,
+           "skipped_examples": m.get("skipped", [])[:3]}
+    if kind == "raw-cache":
+        out.update({k: s.get(k) for k in ("teacher", "augment", "image_size", "seed", "precision")})
+        out["lineage"] = _cache_chain(p, out["fingerprint"], this=True)
+        return out
+    src = m.get("source_cache")
+    out.update(spec=s.get("spec"), fit_views=s.get("fit_views"), source_cache=src,
+               **{k: m.get(k) for k in ("explained_variance", "fitted_samples", "std_ratio")})
+    proj = p / "projection.h5"
+    out["lineage"] = _cache_chain(src, s.get("cache")) + [
+        _node("projection", s.get("projection"), proj, _proj_fp(proj)),
+        _node("targets", out["fingerprint"], p, out["fingerprint"], True)]
     return out
 
 
-def _check(files: list, problems: list, name: str, status: str, detail: str = "") -> None:
-    files.append({"file": name, "status": status, "detail": detail})
-    if status in ("corrupt", "missing", "extra", "mismatch", "incomplete"):
-        problems.append(f"{status}: {name}" + (f" ({detail})" if detail else ""))
+def _info_projection(p: Path) -> dict:
+    a, m = _h5_attrs(p), _manifest(p.parent) or {}
+    src = m.get("source_cache") if m.get("projection_fingerprint") == a["fingerprint"] else None
+    with h5py.File(p, "r") as f:
+        shape = f["weight"].shape
+    out = {k: a.get(k) for k in ("format", "format_version", "fingerprint", "spec", "fit_views",
+                                 "fitted_samples", "explained_variance")}
+    out.update(complete=True, teacher_dim=shape[0], dim=shape[1], dtype="float64")
+    out["lineage"] = _cache_chain(src, a.get("cache")) + [
+        _node("projection", a["fingerprint"], p, a["fingerprint"], True)]
+    return out
 
 
-def _verify_projection(p: Path, files: list, problems: list, expect: str | None = None) -> None:
+def _info_student(p: Path) -> dict:
+    side = read_json(p / SIDECAR) if (p / SIDECAR).is_file() else {}
+    if side and side.get("format") != STUDENT:
+        raise ArtifactError(f"{p / SIDECAR} is not a train-student sidecar")
+    hist, lin = side.get("history") or [], side.get("lineage") or {}
+    out = {"format": side.get("format", STUDENT), "format_version": side.get("format_version"),
+           "complete": bool(side) and (p / STUDENT_FILE).is_file(),
+           "fingerprint": side.get("fingerprint"), "student": side.get("student"),
+           "feature_dim": side.get("feature_dim"), "input": side.get("input"),
+           "objective": (side.get("settings") or {}).get("objective"), "epochs": len(hist),
+           "final_loss": hist[-1].get("loss") if hist else None, "images": lin.get("n_images"),
+           "checkpoint": (p / CHECKPOINT).is_file(),
+           "file_bytes": {f.name: f.stat().st_size for f in sorted(p.iterdir()) if f.is_file()}}
+    out["lineage"] = _student_chain(lin, side.get("argv")) + [
+        _node("student", out["fingerprint"], p, out["fingerprint"], True)]
+    return out
+
+
+def _info_transfer(p: Path) -> dict:
+    r = read_json(p / RESULTS)
+    if r.get("format") != TRANSFER:
+        raise ArtifactError(f"{p / RESULTS} is not a transfer result (format {TRANSFER!r})")
+    st = r.get("student") or {}
+    w = Path(st["weights"]) if st.get("weights") else None
+    out = {"format": r["format"], "format_version": r.get("format_version"), "complete": True,
+           "fingerprint": r.get("settings_fingerprint"), "student": st.get("label"),
+           "dataset": (r.get("dataset") or {}).get("path"),
+           "mode": (r.get("protocol") or {}).get("mode"), "summary": r.get("summary"),
+           "leakage": r.get("leakage")}
+    if st.get("kind") == "run":  # a train-student run: its sidecar fingerprint
+        side = w.parent / SIDECAR if w else None
+        found = read_json(side).get("fingerprint") if side and side.is_file() else None
+        student = _node("student", st.get("fingerprint"), w.parent if w else None, found)
+    else:  # a plain state_dict (its sha256) or random:NAME (nothing to check)
+        student = _node("student", st.get("weights_sha256"), w,
+                        sha256_file(w) if w and w.is_file() else None, kind=st.get("kind"))
+    head = _student_chain(st["lineage"], None) if st.get("lineage") else []
+    out["lineage"] = head + [student, _node("transfer", out["fingerprint"], p,
+                                            out["fingerprint"], True)]
+    return out
+
+
+def info(path: str | Path) -> dict:
+    """A JSON-serialisable summary of the artifact at ``path``, with its lineage chain."""
+    kind, p = locate(path)
+    out = {"path": str(p.resolve()), "kind": kind, "bytes_on_disk": _size(p)}
+    if kind in ("raw-cache", "targets"):
+        out.update(_info_store(p, kind))
+    else:
+        out.update({"projection": _info_projection, "student": _info_student,
+                    "transfer": _info_transfer}[kind](p))
+    return out
+
+
+class _Report:
+    """Per-file results of :func:`verify`; problems are the one-line failures."""
+
+    FAIL = ("corrupt", "missing", "extra", "mismatch", "incomplete")
+
+    def __init__(self) -> None:
+        self.files: list[dict] = []
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def add(self, name: str, status: str, detail: str = "") -> None:
+        self.files.append({"file": name, "status": status, "detail": detail})
+        if status in self.FAIL:
+            self.problems.append(f"{status}: {name}" + (f" ({detail})" if detail else ""))
+
+    def same(self, name: str, got, want, what: str, ok_detail: str = "") -> None:
+        self.add(name, "ok" if got == want else "corrupt", ok_detail if got == want else what)
+
+
+def _verify_projection(p: Path, rep: _Report, expect: str | None = None) -> None:
     """Recompute the projection fingerprint from its arrays (fit-svd's own recipe)."""
     try:
         a = _h5_attrs(p)
@@ -227,113 +261,101 @@ def _verify_projection(p: Path, files: list, problems: list, expect: str | None 
             arrays = {k: hashlib.sha256(np.ascontiguousarray(f[k][()]).tobytes()).hexdigest()
                       for k in PROJ_ARRAYS}
     except (ArtifactError, OSError, KeyError) as e:
-        return _check(files, problems, p.name, "corrupt", f"unreadable: {e}")
+        return rep.add(p.name, "corrupt", f"unreadable: {e}")
     fp = fingerprint({"spec": a.get("spec"), "cache": a.get("cache"),
                       "fit_views": a.get("fit_views"), "n": a.get("fitted_samples"),
                       "arrays": arrays})
-    if fp != a.get("fingerprint"):
-        _check(files, problems, p.name, "corrupt", "arrays do not match its recorded fingerprint")
-    elif expect is not None and fp != expect:
-        _check(files, problems, p.name, "mismatch", f"fingerprint {fp[:16]} is not the "
-               f"manifest's projection {expect[:16]}")
-    else:
-        _check(files, problems, p.name, "ok", "fingerprint recomputed from its arrays")
+    if fp == a.get("fingerprint") and expect not in (None, fp):
+        return rep.add(p.name, "mismatch", f"{fp[:16]} is not the manifest's {expect[:16]}")
+    rep.same(p.name, fp, a.get("fingerprint"), "arrays do not match its recorded fingerprint",
+             "fingerprint recomputed from its arrays")
 
 
-def _verify_store(p: Path, files: list, problems: list, notes: list) -> None:
+def _verify_store(p: Path, rep: _Report) -> None:
     m = _manifest(p)
-    listed = {e["file"] for e in (m or {}).get("shards", [])}
     if m is None:
-        _check(files, problems, MANIFEST, "incomplete", "no manifest: the run did not finish; "
-               "rerun the same command to resume")
-        for f in sorted(p.glob("shard-*.h5")):
+        rep.add(MANIFEST, "corrupt" if (p / MANIFEST).exists() else "incomplete",
+                "unreadable" if (p / MANIFEST).exists() else
+                "the run did not finish; rerun the same command to resume")
+        for f in sorted(p.glob("shard-*.h5")):  # finished shards, against their sidecars
             side = f.with_suffix(".json")
             rec = read_json(side).get("sha256") if side.is_file() else None
-            _check(files, problems, f.name, "unverified" if rec is None else
-                   ("ok" if sha256_file(f) == rec else "corrupt"),
-                   "no checksum recorded" if rec is None else "against its sidecar")
+            if rec is None:
+                rep.add(f.name, "unverified", "no checksum recorded")
+            else:
+                rep.same(f.name, sha256_file(f), rec, "sha256 differs from its sidecar")
         return
     for e in m["shards"]:
         f = p / e["file"]
         if not f.is_file():
-            _check(files, problems, e["file"], "missing")
+            rep.add(e["file"], "missing")
         elif f.stat().st_size != e["bytes"]:
-            _check(files, problems, e["file"], "corrupt", f"{f.stat().st_size} bytes, "
-                   f"manifest says {e['bytes']}")
+            rep.add(e["file"], "corrupt", f"{f.stat().st_size} bytes, manifest says {e['bytes']}")
         else:
             got = sha256_file(f)
-            _check(files, problems, e["file"], "ok" if got == e["sha256"] else "corrupt",
-                   "" if got == e["sha256"] else f"sha256 {got[:16]} != manifest {e['sha256'][:16]}")
+            rep.same(e["file"], got, e["sha256"], f"sha256 {got[:16]} != manifest "
+                     f"{e['sha256'][:16]}")
+    listed = {e["file"] for e in m["shards"]}
     for f in sorted(p.glob("shard-*.h5")):
         if f.name not in listed:
-            _check(files, problems, f.name, "extra", "a shard file that is not in the manifest")
+            rep.add(f.name, "extra", "a shard file that is not in the manifest")
     fp = fingerprint({"settings": m["settings"], "contents": [e["content"] for e in m["shards"]]})
-    _check(files, problems, MANIFEST, "ok" if fp == m.get("fingerprint") else "corrupt",
-           "" if fp == m.get("fingerprint") else "fingerprint does not match its own contents")
+    rep.same(MANIFEST, fp, m.get("fingerprint"), "fingerprint does not match its own contents")
     img = m["settings"].get("images", "")
-    if m["format"] == RAW and len(img) == 64:
-        found = _images_fp(p / IMAGES)
-        _check(files, problems, IMAGES, "ok" if found == img else "corrupt",
-               "" if found == img else "image list does not match the manifest")
+    if m["format"] == RAW and len(img) == 64:  # (synthetic test caches record no image list)
+        rep.same(IMAGES, _images_fp(p / IMAGES), img, "image list does not match the manifest")
     if m["format"] == TARGETS:
         proj = p / "projection.h5"
-        if not proj.is_file():
-            _check(files, problems, proj.name, "missing")
+        if proj.is_file():
+            _verify_projection(proj, rep, m.get("projection_fingerprint"))
         else:
-            _verify_projection(proj, files, problems, m.get("projection_fingerprint"))
+            rep.add(proj.name, "missing")
 
 
-def _verify_student(p: Path, files: list, problems: list, notes: list) -> None:
+def _verify_student(p: Path, rep: _Report) -> None:
     import torch
 
     from .train.student import _weights_digest
-    if not (p / SIDECAR).is_file():
-        _check(files, problems, SIDECAR, "incomplete", "training did not finish; rerun with "
-               "--resume")
     if (p / CHECKPOINT).is_file():
-        notes.append(f"{CHECKPOINT}: no checksum recorded; only checked that it loads")
+        rep.notes.append(f"{CHECKPOINT}: no checksum recorded; only checked that it loads")
         try:
             torch.load(p / CHECKPOINT, map_location="cpu", weights_only=True)
-            _check(files, problems, CHECKPOINT, "unverified", "no checksum recorded; loads")
+            rep.add(CHECKPOINT, "unverified", "no checksum recorded; it loads")
         except Exception as e:  # noqa: BLE001 - any failure to load is corruption here
-            _check(files, problems, CHECKPOINT, "corrupt", f"does not load: {type(e).__name__}")
+            rep.add(CHECKPOINT, "corrupt", f"does not load: {type(e).__name__}")
     if not (p / SIDECAR).is_file():
-        return
+        return rep.add(SIDECAR, "incomplete", "training did not finish; rerun with --resume")
     side = read_json(p / SIDECAR)
     if not (p / STUDENT_FILE).is_file():
-        return _check(files, problems, STUDENT_FILE, "missing")
+        return rep.add(STUDENT_FILE, "missing")
     try:
         sd = torch.load(p / STUDENT_FILE, map_location="cpu", weights_only=True)
         fp = fingerprint({"settings": side["settings"], "weights": _weights_digest(sd)})
     except Exception as e:  # noqa: BLE001
-        return _check(files, problems, STUDENT_FILE, "corrupt", f"does not load: {type(e).__name__}")
-    _check(files, problems, STUDENT_FILE, "ok" if fp == side.get("fingerprint") else "corrupt",
-           "weights match the sidecar fingerprint" if fp == side.get("fingerprint")
-           else "weights do not match the sidecar fingerprint")
+        return rep.add(STUDENT_FILE, "corrupt", f"does not load: {type(e).__name__}")
+    rep.same(STUDENT_FILE, fp, side.get("fingerprint"), "weights do not match the sidecar "
+             "fingerprint", "weights match the sidecar fingerprint")
 
 
 def verify(path: str | Path) -> dict:
     """Recompute every checksum an artifact records; list corrupt, missing and extra files."""
     kind, p = locate(path)
-    files: list[dict] = []
-    problems: list[str] = []
-    notes: list[str] = []
+    rep = _Report()
     if kind in ("raw-cache", "targets"):
-        _verify_store(p, files, problems, notes)
+        _verify_store(p, rep)
     elif kind == "projection":
-        _verify_projection(p, files, problems)
+        _verify_projection(p, rep)
     elif kind == "student":
-        _verify_student(p, files, problems, notes)
+        _verify_student(p, rep)
     else:
         r = read_json(p / RESULTS)
-        fp = fingerprint({k: r.get(k) for k in ("student", "dataset", "protocol")})
-        ok = fp == r.get("settings_fingerprint")
-        _check(files, problems, RESULTS, "unverified" if ok else "corrupt",
-               "no checksum recorded; its settings fingerprint is consistent" if ok
-               else "settings do not match its settings_fingerprint")
-    root = p.parent if p.is_file() else p
-    for t in sorted(root.glob("*.tmp")):
-        notes.append(f"{t.name}: temporary file left by an interrupted run (never read; "
-                     "safe to delete when no run is active)")
-    return {"path": str(p.resolve()), "kind": kind, "ok": not problems, "problems": problems,
-            "files": files, "notes": notes}
+        if fingerprint({k: r.get(k) for k in ("student", "dataset", "protocol")}) == r.get(
+                "settings_fingerprint"):
+            rep.add(RESULTS, "unverified", "no checksum recorded; settings fingerprint consistent")
+        else:
+            rep.add(RESULTS, "corrupt", "settings do not match its settings_fingerprint")
+    for t in sorted((p.parent if p.is_file() else p).glob("*.tmp")):
+        rep.notes.append(f"{t.name}: temporary file of an interrupted run (never read; safe "
+                         "to delete when no run is active)")
+    return {"path": str(p.resolve()), "kind": kind, "ok": not rep.problems,
+            "problems": rep.problems, "files": rep.files, "notes": rep.notes}

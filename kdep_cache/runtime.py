@@ -20,8 +20,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """``fp32`` (no autocast), ``fp16`` (CUDA) or ``bf16`` autocast; ``auto`` = fp16 on CUDA,
-    fp32 on CPU (bf16 teacher features differ ~10% from fp32: never the default for targets)."""
+    """``fp32`` (no autocast), ``fp16`` (CUDA) or ``bf16`` autocast. ``auto`` is the TEACHER
+    default: fp16 on CUDA, fp32 on CPU (bf16 teacher features differ ~10% from fp32, so never
+    the default for targets). Students choose their own (``train.student.default_precision``)."""
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
     if precision == "fp32":

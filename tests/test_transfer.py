@@ -153,6 +153,9 @@ def test_students_random_plain_and_train_student_run(tmp_path):
     assert torch.equal(net.net.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
     assert net.net.fc.out_features == 4  # new head, not the 1000-class one
     assert plain.mean_std[0] == [0.485, 0.456, 0.406]
+    torch.save({"model": {f"net.{k}": v for k, v in sd.items()}, "epoch": 3}, tmp_path / "c.pt")
+    loop_ckpt = resolve_student(str(tmp_path / "c.pt"), arch="resnet18").build(4, seed=1)
+    assert torch.equal(loop_ckpt.net.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
 
     run = fake_run(tmp_path)
     for spec in (run, run / "student.pth"):

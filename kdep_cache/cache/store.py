@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -19,10 +20,14 @@ def write_shard(path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> dict:
     need = sum(a.nbytes for a in arrays.values()) + 65536
 
     def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w", libver="latest") as f:
+        # build the file image in memory, then one plain write: HDF5 that fails to flush on a
+        # full disk cannot be closed and crashes the interpreter at exit (segfault)
+        buf = io.BytesIO()
+        with h5py.File(buf, "w", libver="latest") as f:
             f.attrs[ARRAY_ATTR] = canonical_json(attrs)
             for name, arr in arrays.items():
                 f.create_dataset(name, data=np.ascontiguousarray(arr), track_times=False)
+        tmp.write_bytes(buf.getbuffer())
 
     atomic_write(path, write, need)
     digest = hashlib.sha256()

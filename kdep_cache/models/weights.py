@@ -36,7 +36,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ArtifactError(f"{path} does not hold a state_dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    if sd and all(k.startswith("net.") for k in sd):  # a kdep-cache training checkpoint
+        sd = {k.removeprefix("net."): v for k, v in sd.items()}
+    return sd
 
 
 def fit_state_dict(net: nn.Module, sd: dict, what: str, allow_missing_head: bool = True,

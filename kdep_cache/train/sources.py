@@ -65,7 +65,7 @@ def open_source(targets: str | None, cache: str | None, data: str | None, needs:
         raise LineageError(f"targets {targets} were built from cache "
                            f"{tstore.manifest['cache_fingerprint'][:16]}, but {cache} is "
                            f"{cstore.fingerprint[:16]}")
-    if needs in ("logits", "post", "features") and needs != "features" and not cstore.has(needs):
+    if needs in ("logits", "post") and not cstore.has(needs):
         flag = "--save-logits" if needs == "logits" else "--save-post"
         raise InputError(f"cache {cache} has no teacher {needs}: re-extract with {flag}")
     images = ImageList.from_json(read_json(cstore.dir / IMAGES), root=_root(data, cstore))

@@ -56,6 +56,12 @@ def _labelled(root: Path, what: str) -> ImageList:
     if not il.classes:
         raise InputError(f"{what} {root} has no class subfolders (ImageFolder layout "
                          "CLASS/IMAGE expected)")
+    keep = [i for i, y in enumerate(il.labels) if y >= 0]
+    if len(keep) < len(il):
+        log.warning("%s: ignoring %d files outside class folders (e.g. %s)", what,
+                    len(il) - len(keep), il.paths[next(i for i, y in enumerate(il.labels) if y < 0)])
+        il = ImageList(il.root, [il.paths[i] for i in keep], [il.labels[i] for i in keep],
+                       il.classes)
     return il
 
 

