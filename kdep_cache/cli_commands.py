@@ -121,6 +121,8 @@ def fit_svd(as_json, **kw):
               help="Student autocast: auto = bf16 where the hardware supports it.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--teacher-weights", default=None, help="online only: teacher weights file.")
+@click.option("--max-views", type=int, default=None,
+              help="Use only views 0..k-1 of the cache (epoch e sees view e mod k).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
 def train_student(as_json, **kw):

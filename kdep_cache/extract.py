@@ -92,7 +92,8 @@ def extract(cfg: ExtractConfig) -> dict:
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
                 "param_fields": list(PARAM_FIELDS)}
-    with writer_lock(out):
+    lock = ".lock" if cfg.world_size == 1 else f".lock-rank{cfg.rank}-of-{cfg.world_size}"
+    with writer_lock(out, lock):  # ranks write disjoint shards: one lock per rank
         load_or_init_config(out, settings, images.to_json())
         if (out / MANIFEST).is_file():
             log.info("%s is already complete", out)

@@ -150,15 +150,15 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 @contextmanager
-def writer_lock(directory: str | os.PathLike):
-    """Hold ``directory/.lock`` for the duration; refuse at once if a live process holds it.
+def writer_lock(directory: str | os.PathLike, name: str = ".lock"):
+    """Hold ``directory/<name>`` for the duration; refuse at once if a live process holds it.
 
     The lock records pid and host; a lock of a dead process on this host is stale and taken over.
     """
     directory = Path(directory)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / ".lock"
+    lock = directory / name
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     for _ in range(2):
         try:

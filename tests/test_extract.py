@@ -157,3 +157,12 @@ def test_empty_folder_and_misfit_weights(tmp_path, images, teacher_file):
     assert s["complete"]
     with pytest.raises(InputError, match="no classifier"):
         extract(extract_cfg(images, tmp_path / "c3", str(nohead), save_logits=True))
+
+
+def test_ranks_write_disjoint_shards_of_one_cache(images, tmp_path, teacher_file):
+    extract(extract_cfg(images, tmp_path / "one", teacher_file))
+    r0 = extract(extract_cfg(images, tmp_path / "multi", teacher_file, rank=0, world_size=2))
+    assert not r0["complete"] and not (tmp_path / "multi" / "manifest.json").exists()
+    r1 = extract(extract_cfg(images, tmp_path / "multi", teacher_file, rank=1, world_size=2))
+    assert r1["complete"]
+    _same(tmp_path / "one", tmp_path / "multi")

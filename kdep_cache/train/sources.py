@@ -45,7 +45,7 @@ class Source:
 
 
 def open_source(targets: str | None, cache: str | None, data: str | None, needs: str,
-                image_size: int | None, seed: int) -> Source:
+                image_size: int | None, seed: int, max_views: int | None = None) -> Source:
     tstore = Store(targets, TARGETS) if targets else None
     if needs in ("targets", "teacher") and tstore is None:
         raise InputError("this objective trains on aligned targets: pass --targets (a fit-svd "
@@ -76,8 +76,10 @@ def open_source(targets: str | None, cache: str | None, data: str | None, needs:
         raise InputError("the supervised objective needs class subfolders (labels) in the images")
     s = cstore.manifest["settings"]
     mean, std = NORMALIZATIONS[s["teacher"]["norm"]]
+    if max_views is not None and not 1 <= max_views <= cstore.views:
+        raise InputError(f"--max-views must be in 1..{cstore.views} (the cache's K)")
     return Source(images, np.flatnonzero(valid), cstore, tstore, mean, std,
-                  image_size or s["image_size"], cstore.views,
+                  image_size or s["image_size"], max_views or cstore.views,
                   AugmentSpec.from_json(s["augment"]), s["seed"])
 
 

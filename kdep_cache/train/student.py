@@ -51,6 +51,7 @@ class TrainConfig:
     precision: str = "auto"        # bf16 autocast where the hardware has it, else fp32
     resume: bool = False
     teacher_weights: str | None = None  # online only: override the recorded weights path
+    max_views: int | None = None   # cycle over views 0..k-1 of a K-view cache (K ablation)
 
 
 def default_precision(device: torch.device) -> str:
@@ -76,7 +77,7 @@ def train_student(cfg: TrainConfig) -> dict:
         raise InputError("--epochs and --batch-size must be >= 1")
     torch.manual_seed(cfg.seed)
     src = open_source(cfg.targets, cfg.cache, cfg.data, _needs(cfg.objective), cfg.image_size,
-                      cfg.seed)
+                      cfg.seed, cfg.max_views)
     n_classes = len(src.images.classes) if cfg.objective == "supervised" else (
         src.cache.manifest["settings"]["teacher"]["num_classes"]
         if cfg.objective == "logits" else 1000)
@@ -95,6 +96,7 @@ def train_student(cfg: TrainConfig) -> dict:
                 "momentum": cfg.momentum, "schedule": asdict(schedule),
                 "loss_weight": cfg.loss_weight, "temperature": cfg.temperature,
                 "image_size": src.image_size, "seed": cfg.seed, "precision": precision,
+                "views_used": src.views,
                 "lineage": {k: v for k, v in src.lineage().items() if k != "images_root"}}
     out = Path(cfg.out)
     with writer_lock(out):

@@ -72,12 +72,19 @@ def build_table(paths: list[str], metric: str = "final") -> Table:
         col = Path(r["dataset"]["path"]).name
         if len(names[col]) > 1:
             col += f"@{r['dataset']['fingerprint'][:8]}"
-        if (row, col) in cells:
-            raise InputError(f"{where[row, col]} and {r['_path']} both hold {row} on {col}; "
-                             "give one of them another --label")
         key = METRICS[metric][r["protocol"]["mode"]]
         s = r["summary"][key]
         by_seed = {int(x["seed"]): float(x[key]) for x in r["seeds"]}
+        if (row, col) in cells:  # the same label from another run: merge its seeds
+            old = cells[row, col].by_seed
+            if set(old) & set(by_seed):
+                raise InputError(f"{where[row, col]} and {r['_path']} both hold seed "
+                                 f"{sorted(set(old) & set(by_seed))[0]} of {row} on {col}; "
+                                 "give one of them another --label")
+            by_seed = {**old, **by_seed}
+            vals = list(by_seed.values())
+            s = {"mean": statistics.fmean(vals), "n": len(vals),
+                 "std": statistics.stdev(vals) if len(vals) > 1 else None}
         cells[row, col], where[row, col] = Cell(s["mean"], s["std"], s["n"], by_seed), r["_path"]
         rows += [row] if row not in rows else []
         columns += [col] if col not in columns else []

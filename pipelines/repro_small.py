@@ -1,0 +1,141 @@
+"""The small-scale reproduction of the paper's comparisons (issue: evidence).
+
+One command: prepares the datasets, extracts the teacher cache once, fits every aligner /
+transform the paper compares, trains one student per method (same epochs, batch, optimizer
+and replayed views for all), transfers each by linear probe to every downstream set (and a
+short fine-tune for the key rows), and writes the table + timings to
+``<results>.json`` / ``<results>.md``. Each step is skipped when its output is complete, so
+an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kdep_cache.augment import AugmentSpec
+from kdep_cache.extract import ExtractConfig, extract
+from kdep_cache.fitsvd import FitConfig, fit_svd
+from kdep_cache.train.student import TrainConfig, train_student
+from kdep_cache.transfer.compare import build_table, load_result, to_markdown
+from kdep_cache.transfer.run import TransferConfig, transfer
+
+HERE = Path(__file__).resolve().parent
+TIMES: dict[str, float] = {}
+
+
+def timed(name, fn, *a, **k):
+    t0 = time.perf_counter()
+    out = fn(*a, **k)
+    TIMES[name] = TIMES.get(name, 0.0) + time.perf_counter() - t0
+    print(f"[repro] {name}: {time.perf_counter() - t0:.1f}s", flush=True)
+    return out
+
+
+def methods(c: dict) -> list[dict]:
+    """Rows of the table: label, how to train (None = random init), seeds."""
+    seeds, one = c["key_seeds"], c["key_seeds"][:1]
+    t = lambda a, tr: f"targets-{a}-{tr}"  # noqa: E731
+    return [
+        {"label": "random init", "train": None, "seeds": seeds},
+        {"label": "SP (supervised, same images)", "train": {"objective": "supervised"}, "seeds": seeds},
+        {"label": "KDEP SVD+PTS (K=8)", "train": {"targets": t("svd", "pts")}, "seeds": seeds},
+        {"label": "SVD, no transform", "train": {"targets": t("svd", "none")}, "seeds": one},
+        {"label": "SVD+SN", "train": {"targets": t("svd", "sn")}, "seeds": one},
+        {"label": "SVD+SM", "train": {"targets": t("svd", "sm")}, "seeds": one},
+        {"label": "CS-var", "train": {"targets": t("cs-var", "none")}, "seeds": one},
+        {"label": "interpolation", "train": {"targets": t("interp", "none")}, "seeds": one},
+        {"label": "1x1 conv (pre-ReLU)", "train": {"objective": "conv1x1-pre"}, "seeds": seeds},
+        {"label": "logits KD", "train": {"objective": "logits"}, "seeds": one},
+        {"label": "KDEP SVD+PTS, K=1", "train": {"targets": t("svd", "pts"), "max_views": 1}, "seeds": one},
+        {"label": "KDEP SVD+PTS, K=4", "train": {"targets": t("svd", "pts"), "max_views": 4}, "seeds": one},
+    ]
+
+
+def run(c: dict) -> dict:
+    out, ds = Path(c["out"]), Path(c["out"]) / "datasets"
+    timed("prepare datasets", subprocess.run, [sys.executable, str(HERE / "prepare_downstream.py"),
+          "--cifar10", c["cifar10"], "--out", str(ds), "--du-per-class", str(c["du_per_class"]),
+          "--train-per-class", str(c["downstream_train_per_class"]),
+          "--test-per-class", str(c["downstream_test_per_class"])], check=True)
+    spec = AugmentSpec(scale=tuple(c["crop_scale"]))
+    timed("extract (teacher, once)", extract, ExtractConfig(
+        data=str(ds / "du"), teacher=c["teacher"], out=str(out / "cache"), views=c["views"],
+        image_size=c["teacher_size"], save_logits=True, workers=c["workers"], augment=spec))
+    for a, tr in {("svd", "pts"), ("svd", "none"), ("svd", "sn"), ("svd", "sm"),
+                  ("cs-var", "none"), ("interp", "none")}:
+        timed("fit-svd (all variants)", fit_svd, FitConfig(
+            cache=str(out / "cache"), out=str(out / f"targets-{a}-{tr}"), student=c["student"],
+            aligner=a, transform=tr))
+    results = []
+    for m in methods(c):
+        for seed in m["seeds"]:
+            tag = m["label"].split(" (")[0].replace(" ", "_").replace("+", "").replace(",", "")
+            if m["train"] is None:
+                student = f"random:{c['student']}"
+            else:
+                tr = dict(m["train"])
+                kw = {"targets": str(out / tr.pop("targets"))} if "targets" in tr else {
+                    "cache": str(out / "cache")}
+                run_dir = out / "students" / f"{tag}-s{seed}"
+                timed(f"train-student: {m['label']}", train_student, TrainConfig(
+                    student=c["student"], out=str(run_dir), epochs=c["epochs"],
+                    batch_size=c["batch_size"], lr=c["lr"], loss_weight=c["loss_weight"],
+                    image_size=c["student_size"], workers=c["workers"], seed=seed,
+                    schedule="cosine", **kw, **tr))
+                student = str(run_dir)
+            for name in ("cifar10", "fashion", "digits"):
+                modes = ["linear"] + (["finetune"] if m["label"] in c["finetune_rows"] else [])
+                for mode in modes:
+                    rdir = out / "transfer" / f"{tag}-s{seed}-{name}-{mode}"
+                    timed(f"transfer {mode}", transfer, TransferConfig(
+                        student=student, data=str(ds / name), out=str(rdir), label=m["label"],
+                        mode=mode, epochs=c["finetune_epochs"], lr=c["finetune_lr"],
+                        image_size=c["linear_image_size"], seeds=(seed,), workers=c["workers"]))
+                    results.append(rdir)
+    return {"results": [str(r) for r in results]}
+
+
+def report(c: dict, dirs: list[str]) -> None:
+    cache_bytes = sum(p.stat().st_size for p in (Path(c["out"]) / "cache").glob("*.h5"))
+    by_mode = {"linear": [], "finetune": []}
+    for d in dirs:
+        by_mode[load_result(d)["protocol"]["mode"]].append(d)
+    tables = {m: build_table(ds) for m, ds in by_mode.items() if ds}
+    doc = {"config": c, "command": " ".join(sys.argv), "stage_seconds": TIMES,
+           "cache_bytes": cache_bytes, "result_dirs": dirs,
+           "tables": {m: {"rows": t.rows, "columns": t.columns,
+                          "cells": {f"{r} | {col}": vars(cell) for (r, col), cell in
+                                    t.cells.items()}} for m, t in tables.items()}}
+    base = Path(c["results"])
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str))
+    lines = ["# repro-small: KDEP comparisons at small scale", "",
+             f"Generated by `{' '.join(sys.argv)}` (settings: `pipelines/repro-small.json`, "
+             "recorded in repro-small.json).", ""]
+    for mode, t in tables.items():
+        lines += [f"## {mode}", "", to_markdown(t)]
+    lines += ["## Stage wall time (s)", ""] + [f"- {k}: {v:.0f}" for k, v in TIMES.items()]
+    lines += ["", f"Cache size on disk: {cache_bytes / 2**20:.1f} MiB", ""]
+    base.with_suffix(".md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default=str(HERE / "repro-small.json"))
+    ap.add_argument("--set", nargs="*", default=[], help="override: key=json_value")
+    a = ap.parse_args()
+    c = json.loads(Path(a.config).read_text())
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        c[k] = json.loads(v)
+    out = run(c)
+    report(c, out["results"])
+
+
+if __name__ == "__main__":
+    main()
