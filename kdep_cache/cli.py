@@ -66,4 +66,4 @@ def main(verbose: int, quiet: bool, debug: bool) -> None:
                         stream=sys.stderr)
 
 
-from . import cli_commands, cli_transfer  # noqa: E402,F401  (registers the subcommands)
+from . import cli_commands, cli_inspect, cli_transfer  # noqa: E402,F401  (registers commands)

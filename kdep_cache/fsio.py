@@ -177,6 +177,10 @@ def writer_lock(directory: str | os.PathLike, name: str = ".lock"):
             ) from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
+        for tmp in directory.glob("*.tmp"):  # partial files of killed writers: never complete
+            pid = tmp.name.rsplit(".", 2)[-2]
+            if not (pid.isdigit() and _alive(int(pid))):
+                tmp.unlink(missing_ok=True)
         break
     try:
         yield

@@ -41,7 +41,9 @@ class Source:
                 if self.targets else None,
                 "images": self.images.fingerprint, "images_root": self.images.root,
                 "n_images": len(self.ids),
-                "images_file": str((self.cache.dir / IMAGES).resolve()) if self.cache else None}
+                "images_file": str((self.cache.dir / IMAGES).resolve()) if self.cache else None,
+                "cache_dir": str(self.cache.dir.resolve()) if self.cache else None,
+                "targets_dir": str(self.targets.dir.resolve()) if self.targets else None}
 
 
 def open_source(targets: str | None, cache: str | None, data: str | None, needs: str,

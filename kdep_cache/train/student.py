@@ -97,7 +97,8 @@ def train_student(cfg: TrainConfig) -> dict:
                 "loss_weight": cfg.loss_weight, "temperature": cfg.temperature,
                 "image_size": src.image_size, "seed": cfg.seed, "precision": precision,
                 "views_used": src.views,
-                "lineage": {k: v for k, v in src.lineage().items() if k != "images_root"}}
+                "lineage": {k: v for k, v in src.lineage().items()  # fingerprints, not paths
+                            if k not in ("images_root", "images_file", "cache_dir", "targets_dir")}}
     out = Path(cfg.out)
     with writer_lock(out):
         if (out / SIDECAR).is_file():
