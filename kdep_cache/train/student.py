@@ -54,14 +54,18 @@ class TrainConfig:
     max_views: int | None = None   # cycle over views 0..k-1 of a K-view cache (K ablation)
 
 
-def default_precision(device: torch.device) -> str:
+def default_precision(device: torch.device, image_size: int = 224) -> str:
+    """Student autocast: bf16 on CUDA; on CPU bf16 only with native bf16 units AND inputs of
+    >= 64 px (measured here on ResNet-18 training steps: bf16 1.2-1.4x faster at 64 px,
+    fp32 1.6x faster at 32 px, where the conversions outweigh the small convolutions)."""
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     try:
         flags = open("/proc/cpuinfo").read()
     except OSError:
         flags = ""
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    return "bf16" if native and image_size >= 64 else "fp32"
 
 
 def _needs(objective: str) -> str:
@@ -88,7 +92,8 @@ def train_student(cfg: TrainConfig) -> dict:
                          f"{src.cache.dir} --student {cfg.student} --out NEW_TARGETS`")
     objective = _objective(cfg, src, net)
     device = resolve_device(cfg.device)
-    precision = default_precision(device) if cfg.precision == "auto" else cfg.precision
+    precision = (default_precision(device, src.image_size) if cfg.precision == "auto"
+                 else cfg.precision)
     lr = cfg.lr if cfg.lr is not None else BASE_LR_512[net.family] * cfg.batch_size / 512
     schedule = Schedule(cfg.epochs, lr, cfg.schedule, cfg.lr_step)
     settings = {"student": cfg.student, "objective": cfg.objective, "epochs": cfg.epochs,

@@ -99,9 +99,9 @@ def transfer(cfg: TransferConfig) -> dict:
         if not cfg.allow_leakage:
             raise InputError(msg + "; refusing: use a disjoint test split, or --allow-leakage")
     device = resolve_device(cfg.device)
-    precision = default_precision(device) if cfg.precision == "auto" else cfg.precision
-    autocast(device, precision)  # refuse e.g. fp16 on CPU before any work
     size = cfg.image_size or student.image_size or 224
+    precision = default_precision(device, size) if cfg.precision == "auto" else cfg.precision
+    autocast(device, precision)  # refuse e.g. fp16 on CPU before any work
     mean, std = student.mean_std
     protocol = _protocol(cfg, size, mean, std, precision)
     settings = json.loads(json.dumps({
