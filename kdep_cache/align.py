@@ -47,7 +47,7 @@ class Projection:
     raw_std: np.ndarray      # (D_t,)
 
     def aligned_std(self, cov: np.ndarray) -> np.ndarray:
-        return np.sqrt(np.clip(np.einsum("ij,ik,kj->j", self.weight, cov, self.weight), 0, None))
+        return np.sqrt(np.clip(aligned_var(self.weight, cov), 0, None))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """float64 reference implementation (targets are computed with it)."""
@@ -66,6 +66,11 @@ class Projection:
     def arrays(self) -> dict:
         return {"center": self.center, "weight": self.weight, "scale": self.scale,
                 "eigenvalues": self.eigenvalues, "raw_std": self.raw_std}
+
+
+def aligned_var(w: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """diag(W^T C W) without forming it (one matmul; einsum's 3-operand path is ~40x slower)."""
+    return (w * (cov @ w)).sum(axis=0)
 
 
 def pts(x: np.ndarray, t: float, n: float) -> np.ndarray:

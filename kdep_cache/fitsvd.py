@@ -87,8 +87,7 @@ def fit_svd(cfg: FitConfig) -> dict:
                                "fit_views": views, "n": m.n,
                                "arrays": {k: _digest(v) for k, v in proj.arrays().items()}})
         a_std = proj.aligned_std(m.cov)
-        explained = float(np.sum(np.einsum("ij,ik,kj->j", proj.weight, m.cov, proj.weight))
-                           / max(np.trace(m.cov), 1e-300))
+        explained = float(np.sum(a_std**2) / max(np.trace(m.cov), 1e-300))
         settings = {"format": TARGETS, "cache": cache.fingerprint, "projection": proj_fp,
                     "spec": spec.to_json(), "fit_views": views, "dtype": cfg.dtype,
                     "n_images": cache.n_images, "views": cache.views, "dim": dim}
