@@ -28,7 +28,9 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +44,72 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---- helpers shared (by copy) with the other bench_*.py scripts ---------------------------
+_CONTINUED = [0]  # SIGCONT count: this process was stopped (SIGSTOP/SIGTSTP) and resumed
+
+
+def _on_sigcont(signum, frame):
+    _CONTINUED[0] += 1
+
+
+signal.signal(signal.SIGCONT, _on_sigcont)
+
+
+def _cpu_counters() -> tuple[float, float, float]:
+    """(machine busy CPU-seconds from /proc/stat, own CPU-seconds incl. reaped children, wall)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        busy = float("nan")
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy, s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime, time.perf_counter()
+
+
+class Probe:
+    """Around one measurement: CPU used by OTHER processes (in cores, averaged over the
+    measurement; DataLoader workers are this process's children and count as own once
+    reaped) and whether this process was stopped and continued meanwhile."""
+
+    def __enter__(self):
+        self.c0, self.s0 = _cpu_counters(), _CONTINUED[0]
+        return self
+
+    def __exit__(self, *exc):
+        b1, o1, t1 = _cpu_counters()
+        b0, o0, t0 = self.c0
+        self.wall = t1 - t0
+        self.foreign_cores = max(0.0, ((b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9))
+        self.stopped = _CONTINUED[0] - self.s0
+        return False
+
+    def info(self) -> dict:
+        return {"foreign_cores": round(self.foreign_cores, 2), "stopped": self.stopped}
+
+
+def usable(samples: list[dict]) -> list[dict]:
+    """Samples not interrupted by a stop (all of them if every one was)."""
+    ok = [s for s in samples if not s["stopped"]]
+    return ok or samples
+
+
+def contention(quiet: dict, samples: list[dict], threshold_cores: float = 0.5) -> dict:
+    fc = [s["foreign_cores"] for s in samples]
+    med_fc = statistics.median(fc) if fc else 0.0
+    reasons = []
+    if quiet["contended"]:
+        reasons.append(f"1-min load never fell below {quiet['threshold_1min']} before measuring")
+    if med_fc >= threshold_cores:
+        reasons.append(f"other processes used {med_fc:.2f} cores (median) while measuring")
+    stops = sum(s["stopped"] for s in samples)
+    if stops:
+        reasons.append(f"this process was stopped and resumed {stops} time(s) while measuring "
+                       "(those samples are left out of the medians)")
+    return {"contended": bool(reasons), "contended_reasons": reasons,
+            "foreign_cores_median": round(med_fc, 2), "foreign_cores_max": round(max(fc, default=0), 2),
+            "stopped_samples": sum(1 for s in samples if s["stopped"])}
+
+
 def wait_for_quiet(threshold: float, poll_s: float, max_wait_s: float, enabled: bool) -> dict:
     """Wait until the 1-minute load average is below ``threshold`` (poll, bounded)."""
     t0, first = time.time(), os.getloadavg()
@@ -51,8 +119,8 @@ def wait_for_quiet(threshold: float, poll_s: float, max_wait_s: float, enabled: 
         time.sleep(poll_s)
     now = os.getloadavg()
     return {"waited_s": round(time.time() - t0, 1), "load_when_wait_started": list(first),
-            "threshold_1min": threshold, "wait_enabled": enabled,
-            "contended": bool(now[0] >= threshold)}
+            "load_when_measuring_started": list(now), "threshold_1min": threshold,
+            "wait_enabled": enabled, "contended": bool(now[0] >= threshold)}
 
 
 def environment() -> dict:
@@ -180,22 +248,21 @@ def main() -> None:
     quiet = wait_for_quiet(args.load_threshold, 20.0, args.max_wait, not args.no_wait)
     load_before = list(os.getloadavg())
     t_start = time.perf_counter()
-    raw = {name: {"extract_views_per_s": [], "extract_call_views_per_s": [],
-                  "bare_views_per_s": [], "extract_seconds": [], "extract_call_seconds": [],
-                  "bare_seconds": [], "max_abs_diff_vs_cache": None} for name in teachers}
+    samples = {name: {"extract": [], "bare": []} for name in teachers}
+    max_diff = {}
     for r in range(args.rounds):
         for name in teachers:
             net, weights, chunks = prepared[name]
             out = scratch / f"cache-{name}"
-            s, wall = run_extract(data, file_list, out, name, weights, args)
-            secs, feats = bare_forward(net, chunks, n_views)
-            d = raw[name]
-            d["extract_seconds"].append(s["seconds"])
-            d["extract_views_per_s"].append(n_views / s["seconds"])
-            d["extract_call_seconds"].append(round(wall, 3))
-            d["extract_call_views_per_s"].append(n_views / wall)
-            d["bare_seconds"].append(round(secs, 3))
-            d["bare_views_per_s"].append(n_views / secs)
+            with Probe() as pe:
+                s, wall = run_extract(data, file_list, out, name, weights, args)
+            with Probe() as pb:
+                secs, feats = bare_forward(net, chunks, n_views)
+            samples[name]["extract"].append({
+                "views_per_s": n_views / s["seconds"], "seconds": s["seconds"],
+                "call_views_per_s": n_views / wall, "call_seconds": wall, **pe.info()})
+            samples[name]["bare"].append({"views_per_s": n_views / secs, "seconds": secs,
+                                          **pb.info()})
             if r == 0:  # same work? compare the bare features with what extract cached
                 from kdep_cache.cache.schema import RAW
                 from kdep_cache.cache.store import Store
@@ -203,28 +270,34 @@ def main() -> None:
                 cached = np.stack([st.read("features", np.arange(args.images), view=v)
                                    for v in range(args.views)], 1).reshape(n_views, -1)
                 ref = feats.astype(np.float16).astype(np.float32)
-                d["max_abs_diff_vs_cache"] = float(np.max(np.abs(cached.astype(np.float32) - ref)))
+                max_diff[name] = float(np.max(np.abs(cached.astype(np.float32) - ref)))
                 st.close()
-            print(f"round {r + 1}/{args.rounds} {name}: extract {d['extract_views_per_s'][-1]:.1f} "
-                  f"views/s, bare {d['bare_views_per_s'][-1]:.1f} views/s", flush=True)
+            print(f"round {r + 1}/{args.rounds} {name}: extract "
+                  f"{samples[name]['extract'][-1]['views_per_s']:.1f} views/s, bare "
+                  f"{samples[name]['bare'][-1]['views_per_s']:.1f} views/s (others used "
+                  f"{pe.foreign_cores:.2f}/{pb.foreign_cores:.2f} cores)", flush=True)
             shutil.rmtree(out, ignore_errors=True)
     load_after = list(os.getloadavg())
 
-    results = {}
+    results, all_samples = {}, []
     for name in teachers:
-        d = raw[name]
-        e, b = statistics.median(d["extract_views_per_s"]), statistics.median(d["bare_views_per_s"])
-        ec = statistics.median(d["extract_call_views_per_s"])
+        ex, ba = usable(samples[name]["extract"]), usable(samples[name]["bare"])
+        all_samples += samples[name]["extract"] + samples[name]["bare"]
+        e = statistics.median(x["views_per_s"] for x in ex)
+        b = statistics.median(x["views_per_s"] for x in ba)
+        ec = statistics.median(x["call_views_per_s"] for x in ex)
         results[name] = {
             "extract_views_per_s": round(e, 2), "extract_images_per_s": round(e / args.views, 2),
             "bare_views_per_s": round(b, 2), "bare_images_per_s": round(b / args.views, 2),
-            "ratio_extract_over_bare": round(e / b, 3),
+            "ratio_extract_over_bare": round(e / b, 4),
             "extract_call_views_per_s": round(ec, 2),
-            "ratio_extract_call_over_bare": round(ec / b, 3),
+            "ratio_extract_call_over_bare": round(ec / b, 4),
             "goal_ratio": 0.9, "goal_met": bool(e / b >= 0.9),
-            "bare_features_equal_cache": d["max_abs_diff_vs_cache"] == 0.0,
-            "rounds": {k: [round(x, 3) for x in v] if isinstance(v, list) else v
-                       for k, v in d.items()}}
+            "bare_features_equal_cache": max_diff.get(name) == 0.0,
+            "max_abs_diff_bare_vs_cache": max_diff.get(name),
+            "samples": {k: [{kk: round(vv, 3) if isinstance(vv, float) else vv
+                             for kk, vv in x.items()} for x in v]
+                        for k, v in samples[name].items()}}
     doc = {"benchmark": "extract throughput vs bare teacher forward",
            "command": " ".join(sys.argv),
            "settings": {"images": args.images, "views": args.views, "views_total": n_views,
@@ -243,11 +316,17 @@ def main() -> None:
                                            "(plus teacher load, image scan, manifest)",
                "bare_views_per_s": "images*K / time of the forwards alone on pre-decoded "
                                    "channels_last chunks of the same views",
-               "ratio": "median(extract) / median(bare), interleaved rounds"},
+               "ratio": "median(extract) / median(bare), interleaved rounds",
+               "foreign_cores": "CPU-seconds used by other processes during a sample / its "
+                                "wall time (from /proc/stat minus this process and its reaped "
+                                "children)",
+               "stopped": "SIGCONT received during the sample (process was paused); such "
+                          "samples are left out of the medians"},
            "results": results,
            "loadavg_before": load_before, "loadavg_after": load_after,
-           "contended": quiet["contended"] or load_after[0] >= args.load_threshold,
-           "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
+           "loadavg_note": "loadavg_after includes this benchmark's own processes (main + "
+                           "workers); foreign_cores = CPU used by other processes",
+           **contention(quiet, all_samples), "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
            "environment": environment()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")

@@ -25,7 +25,9 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +41,72 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---- helpers shared (by copy) with the other bench_*.py scripts ---------------------------
+_CONTINUED = [0]  # SIGCONT count: this process was stopped (SIGSTOP/SIGTSTP) and resumed
+
+
+def _on_sigcont(signum, frame):
+    _CONTINUED[0] += 1
+
+
+signal.signal(signal.SIGCONT, _on_sigcont)
+
+
+def _cpu_counters() -> tuple[float, float, float]:
+    """(machine busy CPU-seconds from /proc/stat, own CPU-seconds incl. reaped children, wall)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        busy = float("nan")
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy, s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime, time.perf_counter()
+
+
+class Probe:
+    """Around one measurement: CPU used by OTHER processes (in cores, averaged over the
+    measurement; DataLoader workers are this process's children and count as own once
+    reaped) and whether this process was stopped and continued meanwhile."""
+
+    def __enter__(self):
+        self.c0, self.s0 = _cpu_counters(), _CONTINUED[0]
+        return self
+
+    def __exit__(self, *exc):
+        b1, o1, t1 = _cpu_counters()
+        b0, o0, t0 = self.c0
+        self.wall = t1 - t0
+        self.foreign_cores = max(0.0, ((b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9))
+        self.stopped = _CONTINUED[0] - self.s0
+        return False
+
+    def info(self) -> dict:
+        return {"foreign_cores": round(self.foreign_cores, 2), "stopped": self.stopped}
+
+
+def usable(samples: list[dict]) -> list[dict]:
+    """Samples not interrupted by a stop (all of them if every one was)."""
+    ok = [s for s in samples if not s["stopped"]]
+    return ok or samples
+
+
+def contention(quiet: dict, samples: list[dict], threshold_cores: float = 0.5) -> dict:
+    fc = [s["foreign_cores"] for s in samples]
+    med_fc = statistics.median(fc) if fc else 0.0
+    reasons = []
+    if quiet["contended"]:
+        reasons.append(f"1-min load never fell below {quiet['threshold_1min']} before measuring")
+    if med_fc >= threshold_cores:
+        reasons.append(f"other processes used {med_fc:.2f} cores (median) while measuring")
+    stops = sum(s["stopped"] for s in samples)
+    if stops:
+        reasons.append(f"this process was stopped and resumed {stops} time(s) while measuring "
+                       "(those samples are left out of the medians)")
+    return {"contended": bool(reasons), "contended_reasons": reasons,
+            "foreign_cores_median": round(med_fc, 2), "foreign_cores_max": round(max(fc, default=0), 2),
+            "stopped_samples": sum(1 for s in samples if s["stopped"])}
+
+
 def wait_for_quiet(threshold: float, poll_s: float, max_wait_s: float, enabled: bool) -> dict:
     """Wait until the 1-minute load average is below ``threshold`` (poll, bounded)."""
     t0, first = time.time(), os.getloadavg()
@@ -48,8 +116,8 @@ def wait_for_quiet(threshold: float, poll_s: float, max_wait_s: float, enabled: 
         time.sleep(poll_s)
     now = os.getloadavg()
     return {"waited_s": round(time.time() - t0, 1), "load_when_wait_started": list(first),
-            "threshold_1min": threshold, "wait_enabled": enabled,
-            "contended": bool(now[0] >= threshold)}
+            "load_when_measuring_started": list(now), "threshold_1min": threshold,
+            "wait_enabled": enabled, "contended": bool(now[0] >= threshold)}
 
 
 def environment() -> dict:
@@ -211,22 +279,32 @@ def main() -> None:
     quiet = wait_for_quiet(args.load_threshold, 20.0, args.max_wait, not args.no_wait)
     load_before = list(os.getloadavg())
     t_start = time.perf_counter()
-    fit_s, read_s, eigh_s, summary = [], [], [], None
+    samples, summary, rows = {"fit_svd": [], "read": [], "eigh": []}, None, 0
     for r in range(args.rounds):
-        secs, summary = run_fit(cache, scratch / "targets", args)
-        fit_s.append(secs)
-        secs, rows = read_once(cache)
-        read_s.append(secs)
-        t0 = time.perf_counter()
-        np.linalg.eigh(cov)
-        eigh_s.append(time.perf_counter() - t0)
-        print(f"round {r + 1}/{args.rounds}: fit_svd {fit_s[-1]:.2f} s, read {read_s[-1]:.3f} s, "
-              f"eigh {eigh_s[-1]:.2f} s", flush=True)
-    parts = None if args.no_breakdown else breakdown(cache, scratch / "targets-breakdown", args)
+        with Probe() as p:
+            secs, summary = run_fit(cache, scratch / "targets", args)
+        samples["fit_svd"].append({"seconds": secs, **p.info()})
+        with Probe() as p:
+            secs, rows = read_once(cache)
+        samples["read"].append({"seconds": secs, **p.info()})
+        with Probe() as p:
+            t0 = time.perf_counter()
+            np.linalg.eigh(cov)
+            secs = time.perf_counter() - t0
+        samples["eigh"].append({"seconds": secs, **p.info()})
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{k} {v[-1]['seconds']:.3f} s (others {v[-1]['foreign_cores']:.2f} cores)"
+            for k, v in samples.items()), flush=True)
+    with Probe() as p:
+        parts = None if args.no_breakdown else breakdown(cache, scratch / "targets-breakdown",
+                                                         args)
+    parts_info = p.info()
     load_after = list(os.getloadavg())
     shutil.rmtree(scratch / "targets", ignore_errors=True)
 
-    fit_m, read_m, eigh_m = (statistics.median(x) for x in (fit_s, read_s, eigh_s))
+    fit_m, read_m, eigh_m = (statistics.median(x["seconds"] for x in usable(samples[k]))
+                             for k in ("fit_svd", "read", "eigh"))
+    all_samples = [x for v in samples.values() for x in v]
     doc = {"benchmark": "fit-svd pass vs one read of the raw cache, plus one eigh",
            "command": " ".join(sys.argv),
            "settings": {"images": args.images, "views": args.views, "dim": args.dim,
@@ -235,7 +313,10 @@ def main() -> None:
                         "shards": -(-args.images // args.shard_size),
                         "cache_bytes": cache_bytes, "synthetic_rank": args.rank,
                         "rounds": args.rounds, "threads": args.threads,
-                        "aligner": "svd", "transform": "pts", "page_cache": "warm"},
+                        "aligner": "svd", "transform": "pts", "page_cache": "warm",
+                        "blas_env": {k: os.environ.get(k) for k in
+                                     ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                      "MKL_NUM_THREADS")}},
            "results": {
                "fit_svd_seconds": round(fit_m, 3),
                "read_raw_cache_once_seconds": round(read_m, 4),
@@ -247,14 +328,15 @@ def main() -> None:
                "fit_summary_fit_seconds": summary["fit_seconds"],
                "fitted_samples": summary["fitted_samples"],
                "explained_variance": summary["explained_variance"],
-               "rounds": {"fit_svd_seconds": [round(x, 3) for x in fit_s],
-                          "read_seconds": [round(x, 4) for x in read_s],
-                          "eigh_seconds": [round(x, 3) for x in eigh_s]}},
-           "breakdown_one_pass_seconds": parts,
+               "samples": {k: [{kk: round(vv, 4) if isinstance(vv, float) else vv
+                                for kk, vv in x.items()} for x in v]
+                           for k, v in samples.items()}},
+           "breakdown_one_pass_seconds": parts, "breakdown_probe": parts_info,
            "cache_build_seconds": round(build_s, 1),
            "loadavg_before": load_before, "loadavg_after": load_after,
-           "contended": quiet["contended"] or load_after[0] >= args.load_threshold,
-           "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
+           "loadavg_note": "loadavg_after includes this benchmark's own process; "
+                           "foreign_cores = CPU used by other processes during a sample",
+           **contention(quiet, all_samples), "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
            "environment": environment()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")

@@ -32,7 +32,9 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,72 @@ PERF_LIMITS_RATIO = {112: 1.78, 64: round((1 / 297 + 1 / 202) / (1 / 202), 2)}
 
 
 # ---- helpers shared (by copy) with the other bench_*.py scripts ---------------------------
+_CONTINUED = [0]  # SIGCONT count: this process was stopped (SIGSTOP/SIGTSTP) and resumed
+
+
+def _on_sigcont(signum, frame):
+    _CONTINUED[0] += 1
+
+
+signal.signal(signal.SIGCONT, _on_sigcont)
+
+
+def _cpu_counters() -> tuple[float, float, float]:
+    """(machine busy CPU-seconds from /proc/stat, own CPU-seconds incl. reaped children, wall)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        busy = float("nan")
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy, s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime, time.perf_counter()
+
+
+class Probe:
+    """Around one measurement: CPU used by OTHER processes (in cores, averaged over the
+    measurement; DataLoader workers are this process's children and count as own once
+    reaped) and whether this process was stopped and continued meanwhile."""
+
+    def __enter__(self):
+        self.c0, self.s0 = _cpu_counters(), _CONTINUED[0]
+        return self
+
+    def __exit__(self, *exc):
+        b1, o1, t1 = _cpu_counters()
+        b0, o0, t0 = self.c0
+        self.wall = t1 - t0
+        self.foreign_cores = max(0.0, ((b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9))
+        self.stopped = _CONTINUED[0] - self.s0
+        return False
+
+    def info(self) -> dict:
+        return {"foreign_cores": round(self.foreign_cores, 2), "stopped": self.stopped}
+
+
+def usable(samples: list[dict]) -> list[dict]:
+    """Samples not interrupted by a stop (all of them if every one was)."""
+    ok = [s for s in samples if not s["stopped"]]
+    return ok or samples
+
+
+def contention(quiet: dict, samples: list[dict], threshold_cores: float = 0.5) -> dict:
+    fc = [s["foreign_cores"] for s in samples]
+    med_fc = statistics.median(fc) if fc else 0.0
+    reasons = []
+    if quiet["contended"]:
+        reasons.append(f"1-min load never fell below {quiet['threshold_1min']} before measuring")
+    if med_fc >= threshold_cores:
+        reasons.append(f"other processes used {med_fc:.2f} cores (median) while measuring")
+    stops = sum(s["stopped"] for s in samples)
+    if stops:
+        reasons.append(f"this process was stopped and resumed {stops} time(s) while measuring "
+                       "(those samples are left out of the medians)")
+    return {"contended": bool(reasons), "contended_reasons": reasons,
+            "foreign_cores_median": round(med_fc, 2), "foreign_cores_max": round(max(fc, default=0), 2),
+            "stopped_samples": sum(1 for s in samples if s["stopped"])}
+
+
 def wait_for_quiet(threshold: float, poll_s: float, max_wait_s: float, enabled: bool) -> dict:
     """Wait until the 1-minute load average is below ``threshold`` (poll, bounded)."""
     t0, first = time.time(), os.getloadavg()
@@ -59,8 +127,8 @@ def wait_for_quiet(threshold: float, poll_s: float, max_wait_s: float, enabled: 
         time.sleep(poll_s)
     now = os.getloadavg()
     return {"waited_s": round(time.time() - t0, 1), "load_when_wait_started": list(first),
-            "threshold_1min": threshold, "wait_enabled": enabled,
-            "contended": bool(now[0] >= threshold)}
+            "load_when_measuring_started": list(now), "threshold_1min": threshold,
+            "wait_enabled": enabled, "contended": bool(now[0] >= threshold)}
 
 
 def environment() -> dict:
@@ -125,14 +193,15 @@ def run_student(objective: str, prep: dict, teacher_file: Path, out: Path, args)
     cfg = TrainConfig(student=args.student, out=str(out), objective=objective,
                       epochs=args.epochs, batch_size=args.batch_size, workers=args.workers,
                       device="cpu", precision=args.precision, **kw)
-    t0 = time.perf_counter()
-    train_student(cfg)
-    wall = time.perf_counter() - t0
+    with Probe() as p:
+        train_student(cfg)
+    wall = p.wall
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(out, ignore_errors=True)
     return {"images_per_s": recs[-1]["images_per_s"], "epoch_seconds": recs[-1]["seconds"],
             "images_per_epoch": recs[-1]["images"],
-            "first_epoch_images_per_s": recs[0]["images_per_s"], "wall_seconds": wall}
+            "first_epoch_images_per_s": recs[0]["images_per_s"], "wall_seconds": wall,
+            **p.info()}
 
 
 def compute_only(student, teacher, size: int, args) -> dict:
@@ -158,19 +227,21 @@ def compute_only(student, teacher, size: int, args) -> dict:
     out = {"cached_step": [], "online_step": []}
     step(False)
     step(True)  # warm-up
-    for _ in range(args.compute_steps):
-        for name, online in (("cached_step", False), ("online_step", True)):
-            t0 = time.perf_counter()
-            step(online)
-            out[name].append(args.batch_size / (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in out.items()}
+    with Probe() as p:
+        for _ in range(args.compute_steps):
+            for name, online in (("cached_step", False), ("online_step", True)):
+                t0 = time.perf_counter()
+                step(online)
+                out[name].append(args.batch_size / (time.perf_counter() - t0))
+    return {**{k: statistics.median(v) for k, v in out.items()}, **p.info()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "data/cifar10-mini/train"))
     ap.add_argument("--sizes", default="64,112", help="comma list of image sizes")
-    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--images", type=int, default=256, help="images per run (256 keeps the "
+                    "default run, both sizes, near 5 minutes)")
     ap.add_argument("--views", type=int, default=4, help="K views extracted (>= --epochs)")
     ap.add_argument("--epochs", type=int, default=2, help="epochs per short run (last one counts)")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -179,8 +250,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--student", default="resnet18")
     ap.add_argument("--precision", default="fp32", help="student precision (fp32 = perf-limits)")
-    ap.add_argument("--fit-views", default="all", help="fit-svd --fit-views ('all': 512 images "
-                    "x view 0 alone are too few samples for 512 components)")
+    ap.add_argument("--fit-views", default="all", help="fit-svd --fit-views ('all': a few hundred "
+                    "images x view 0 alone are too few samples for 512 components)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compute-steps", type=int, default=3,
                     help="in-memory compute-only steps per round and kind (0: skip)")
@@ -217,21 +288,23 @@ def main() -> None:
     quiet = wait_for_quiet(args.load_threshold, 20.0, args.max_wait, not args.no_wait)
     load_before = list(os.getloadavg())
     t_start = time.perf_counter()
-    per_size = {}
+    per_size, all_samples = {}, []
     for size in sizes:
         prep = prepare(size, data, file_list, teacher_file, scratch, args)
         runs = {o: [] for o in OBJECTIVES}
-        comp = {"cached_step": [], "online_step": []}
+        comp = []
         for r in range(args.rounds):
             order = OBJECTIVES[r % 3:] + OBJECTIVES[:r % 3]
             for o in order:
                 runs[o].append(run_student(o, prep, teacher_file, scratch / f"run-{o}", args))
                 print(f"{size}px round {r + 1}/{args.rounds} {o}: "
-                      f"{runs[o][-1]['images_per_s']:.1f} img/s", flush=True)
+                      f"{runs[o][-1]['images_per_s']:.1f} img/s (others used "
+                      f"{runs[o][-1]['foreign_cores']:.2f} cores)", flush=True)
             if args.compute_steps:
-                for k, v in compute_only(c_student, c_teacher, size, args).items():
-                    comp[k].append(v)
-        rate = {o: statistics.median(x["images_per_s"] for x in runs[o]) for o in OBJECTIVES}
+                comp.append(compute_only(c_student, c_teacher, size, args))
+        all_samples += [x for v in runs.values() for x in v] + comp
+        rate = {o: statistics.median(x["images_per_s"] for x in usable(runs[o]))
+                for o in OBJECTIVES}
         epoch_s = {o: args.images / rate[o] for o in OBJECTIVES}  # per-epoch seconds, from rates
         K, E, S = args.views, args.job_epochs, args.job_students
         ext_s, fit_s = prep["extract"]["wall_seconds"], prep["fit"]["wall_seconds"]
@@ -260,11 +333,15 @@ def main() -> None:
                 "teacher_passes": {"cached": f"{K} views x N once",
                                    "online": f"S*E = {S * E} passes over N"}}}
         if args.compute_steps:
-            cm = {k: statistics.median(v) for k, v in comp.items()}
+            cm = {k: statistics.median(x[k] for x in usable(comp))
+                  for k in ("cached_step", "online_step")}
             entry["compute_only_images_per_s"] = {k: round(v, 2) for k, v in cm.items()}
             entry["compute_only_ratio_cached_over_online"] = round(
                 cm["cached_step"] / cm["online_step"], 3)
-            entry["compute_only_rounds"] = {k: [round(x, 2) for x in v] for k, v in comp.items()}
+            entry["kdep_fraction_of_compute_only"] = round(rate["kdep"] / cm["cached_step"], 3)
+            entry["online_fraction_of_compute_only"] = round(rate["online"] / cm["online_step"], 3)
+            entry["compute_only_rounds"] = [{k: round(v, 2) if isinstance(v, float) else v
+                                             for k, v in x.items()} for x in comp]
         per_size[str(size)] = entry
         shutil.rmtree(prep["cache"], ignore_errors=True)
         shutil.rmtree(prep["targets"], ignore_errors=True)
@@ -283,8 +360,9 @@ def main() -> None:
                         "rate": "images_per_s of the last epoch (metrics.jsonl), median of rounds"},
            "results": per_size,
            "loadavg_before": load_before, "loadavg_after": load_after,
-           "contended": quiet["contended"] or load_after[0] >= args.load_threshold,
-           "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
+           "loadavg_note": "loadavg_after includes this benchmark's own processes (main + "
+                           "2 workers); foreign_cores = CPU used by other processes",
+           **contention(quiet, all_samples), "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
            "environment": environment()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")

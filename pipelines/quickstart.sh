@@ -13,7 +13,7 @@ DATA=${DATA:-data/cifar10-mini}
 VIEWS=${VIEWS:-4}
 TEACHER_SIZE=${TEACHER_SIZE:-96}   # the 32x32 images are upsampled for the ImageNet teacher
 STUDENT_SIZE=${STUDENT_SIZE:-32}   # the student replays the same crop boxes at 32 px
-EPOCHS=${EPOCHS:-100}              # ~3,100 steps: feature regression needs steps (see README)
+EPOCHS=${EPOCHS:-80}               # ~2,500 steps: feature regression needs steps (see README)
 FT_EPOCHS=${FT_EPOCHS:-3}
 mkdir -p "$OUT"
 start=$(date +%s)

@@ -56,7 +56,7 @@ def methods(c: dict) -> list[dict]:
     ]
 
 
-def run(c: dict) -> dict:
+def run(c: dict, on_progress=None) -> dict:
     out, ds = Path(c["out"]), Path(c["out"]) / "datasets"
     timed("prepare datasets", subprocess.run, [sys.executable, str(HERE / "prepare_downstream.py"),
           "--cifar10", c["cifar10"], "--out", str(ds), "--du-per-class", str(c["du_per_class"]),
@@ -97,6 +97,8 @@ def run(c: dict) -> dict:
                         mode=mode, epochs=c["finetune_epochs"], lr=c["finetune_lr"],
                         image_size=c["linear_image_size"], seeds=(seed,), workers=c["workers"]))
                     results.append(rdir)
+            if on_progress is not None:  # the table so far: an interrupted study still reports
+                on_progress([str(r) for r in results])
     return {"results": [str(r) for r in results]}
 
 
@@ -133,7 +135,7 @@ def main() -> None:
     for kv in a.set:
         k, v = kv.split("=", 1)
         c[k] = json.loads(v)
-    out = run(c)
+    out = run(c, on_progress=lambda dirs: report(c, dirs))
     report(c, out["results"])
 
 
