@@ -42,14 +42,14 @@ def methods(c: dict) -> list[dict]:
     t = lambda a, tr: f"targets-{a}-{tr}"  # noqa: E731
     return [
         {"label": "random init", "train": None, "seeds": seeds},
-        {"label": "SP (supervised, same images)", "train": {"objective": "supervised"}, "seeds": seeds},
         {"label": "KDEP SVD+PTS (K=8)", "train": {"targets": t("svd", "pts")}, "seeds": seeds},
+        {"label": "SP (supervised, same images)", "train": {"objective": "supervised"}, "seeds": seeds},
+        {"label": "1x1 conv (pre-ReLU)", "train": {"objective": "conv1x1-pre"}, "seeds": seeds},
         {"label": "SVD, no transform", "train": {"targets": t("svd", "none")}, "seeds": one},
         {"label": "SVD+SN", "train": {"targets": t("svd", "sn")}, "seeds": one},
         {"label": "SVD+SM", "train": {"targets": t("svd", "sm")}, "seeds": one},
         {"label": "CS-var", "train": {"targets": t("cs-var", "none")}, "seeds": one},
         {"label": "interpolation", "train": {"targets": t("interp", "none")}, "seeds": one},
-        {"label": "1x1 conv (pre-ReLU)", "train": {"objective": "conv1x1-pre"}, "seeds": seeds},
         {"label": "logits KD", "train": {"objective": "logits"}, "seeds": one},
         {"label": "KDEP SVD+PTS, K=1", "train": {"targets": t("svd", "pts"), "max_views": 1}, "seeds": one},
         {"label": "KDEP SVD+PTS, K=4", "train": {"targets": t("svd", "pts"), "max_views": 4}, "seeds": one},
@@ -72,8 +72,11 @@ def run(c: dict, on_progress=None) -> dict:
             cache=str(out / "cache"), out=str(out / f"targets-{a}-{tr}"), student=c["student"],
             aligner=a, transform=tr))
     results = []
-    for m in methods(c):
-        for seed in m["seeds"]:
+    # seed 0 of every row first (in the order of methods()), then the extra seeds
+    order = sorted(((s, i, m) for i, m in enumerate(methods(c)) for s in m["seeds"]),
+                   key=lambda t: (t[0], t[1]))
+    for seed, _, m in order:
+        if True:
             tag = m["label"].split(" (")[0].replace(" ", "_").replace("+", "").replace(",", "")
             if m["train"] is None:
                 student = f"random:{c['student']}"
