@@ -145,7 +145,10 @@ def environment() -> dict:
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(), "git": git, "library_dirty": dirty}
+            "machine": platform.machine(), "git": git, "library_dirty": dirty,
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+                                                   "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                   "LD_PRELOAD")}}
 
 
 def pick_files(data: Path, n: int) -> list[str]:
