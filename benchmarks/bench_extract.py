@@ -43,104 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# ---- helpers shared (by copy) with the other bench_*.py scripts ---------------------------
-_CONTINUED = [0]  # SIGCONT count: this process was stopped (SIGSTOP/SIGTSTP) and resumed
-
-
-def _on_sigcont(signum, frame):
-    _CONTINUED[0] += 1
-
-
-signal.signal(signal.SIGCONT, _on_sigcont)
-
-
-def _cpu_counters() -> tuple[float, float, float]:
-    """(machine busy CPU-seconds from /proc/stat, own CPU-seconds incl. reaped children, wall)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        busy = float("nan")
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return busy, s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime, time.perf_counter()
-
-
-class Probe:
-    """Around one measurement: CPU used by OTHER processes (in cores, averaged over the
-    measurement; DataLoader workers are this process's children and count as own once
-    reaped) and whether this process was stopped and continued meanwhile."""
-
-    def __enter__(self):
-        self.c0, self.s0 = _cpu_counters(), _CONTINUED[0]
-        return self
-
-    def __exit__(self, *exc):
-        b1, o1, t1 = _cpu_counters()
-        b0, o0, t0 = self.c0
-        self.wall = t1 - t0
-        self.foreign_cores = max(0.0, ((b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9))
-        self.stopped = _CONTINUED[0] - self.s0
-        return False
-
-    def info(self) -> dict:
-        return {"foreign_cores": round(self.foreign_cores, 2), "stopped": self.stopped}
-
-
-def usable(samples: list[dict]) -> list[dict]:
-    """Samples not interrupted by a stop (all of them if every one was)."""
-    ok = [s for s in samples if not s["stopped"]]
-    return ok or samples
-
-
-def contention(quiet: dict, samples: list[dict], threshold_cores: float = 0.5) -> dict:
-    fc = [s["foreign_cores"] for s in samples]
-    med_fc = statistics.median(fc) if fc else 0.0
-    reasons = []
-    if quiet["contended"]:
-        reasons.append(f"1-min load never fell below {quiet['threshold_1min']} before measuring")
-    if med_fc >= threshold_cores:
-        reasons.append(f"other processes used {med_fc:.2f} cores (median) while measuring")
-    stops = sum(s["stopped"] for s in samples)
-    if stops:
-        reasons.append(f"this process was stopped and resumed {stops} time(s) while measuring "
-                       "(those samples are left out of the medians)")
-    return {"contended": bool(reasons), "contended_reasons": reasons,
-            "foreign_cores_median": round(med_fc, 2), "foreign_cores_max": round(max(fc, default=0), 2),
-            "stopped_samples": sum(1 for s in samples if s["stopped"])}
-
-
-def wait_for_quiet(threshold: float, poll_s: float, max_wait_s: float, enabled: bool) -> dict:
-    """Wait until the 1-minute load average is below ``threshold`` (poll, bounded)."""
-    t0, first = time.time(), os.getloadavg()
-    while enabled and os.getloadavg()[0] >= threshold and time.time() - t0 < max_wait_s:
-        print(f"[wait] load {os.getloadavg()[0]:.2f} >= {threshold}; polling every {poll_s:.0f} s",
-              flush=True)
-        time.sleep(poll_s)
-    now = os.getloadavg()
-    return {"waited_s": round(time.time() - t0, 1), "load_when_wait_started": list(first),
-            "load_when_measuring_started": list(now), "threshold_1min": threshold,
-            "wait_enabled": enabled, "contended": bool(now[0] >= threshold)}
-
-
-def environment() -> dict:
-    try:
-        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=ROOT, timeout=5).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "kdep_cache"],
-                                    capture_output=True, text=True, cwd=ROOT,
-                                    timeout=5).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        git, dirty = None, None
-    import torchvision
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(), "git": git, "library_dirty": dirty,
-            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
-                                                   "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                                   "LD_PRELOAD")}}
+from _common import (_CONTINUED, _on_sigcont, _cpu_counters, usable, contention, wait_for_quiet, environment)  # noqa: E402,F401  shared helpers
 
 
 def med(xs):
@@ -155,7 +58,6 @@ def pick_files(data: Path, n: int) -> list[str]:
         raise SystemExit(f"--images {n}: only {len(paths)} images under {data}")
     idx = np.linspace(0, len(paths) - 1, n).round().astype(int)
     return [paths[i] for i in idx]
-# -------------------------------------------------------------------------------------------
 
 
 def bare_inputs(data: Path, file_list: Path, args, norm: str) -> list[torch.Tensor]:
