@@ -24,15 +24,10 @@ extract >= 0.9 x bare on CPU with 2 workers at 112 px. Writes
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import resource
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,14 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
+from _common import Probe, contention, environment, usable, wait_for_quiet
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-from _common import (_CONTINUED, _on_sigcont, _cpu_counters, usable, contention, wait_for_quiet, environment)  # noqa: E402,F401  shared helpers
-
-
-def med(xs):
-    return round(statistics.median(xs), 3)
 
 
 def pick_files(data: Path, n: int) -> list[str]:
@@ -140,7 +131,7 @@ def main() -> None:
     for name in teachers:  # bare teachers and their inputs, built once, outside any timing
         weights = None
         if not name.startswith("efficientnet"):  # random torchvision weights, saved to a file
-            import torchvision           # so that extract() and the bare run use the same net
+            import torchvision  # so that extract() and the bare run use the same net
             weights = str(scratch / f"{name}-random.pth")
             torch.manual_seed(0)
             torch.save(torchvision.models.get_model(name, weights=None).state_dict(), weights)

@@ -21,15 +21,10 @@ part can be named. Writes ``benchmarks/results/fit.json``::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import resource
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
+from _common import Probe, contention, environment, usable, wait_for_quiet
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-from _common import (_CONTINUED, _on_sigcont, _cpu_counters, usable, contention, wait_for_quiet, environment)  # noqa: E402,F401  shared helpers
 
 
 def make_cache(out: Path, images: int, views: int, dim: int, shard_size: int, rank: int,

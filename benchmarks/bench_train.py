@@ -22,21 +22,16 @@ Goals: kdep >= 0.95 x supervised; kdep/online close to the compute ratio (perf-l
 is COMPUTED from the measured rates: cached = extract + fit + S*E*N/rate(kdep) seconds,
 online = S*E*N/rate(online) seconds. Writes ``benchmarks/results/train.json``::
 
-    python benchmarks/bench_train.py [--sizes 64,112] [--images 512] [--epochs 2] [--rounds 3]
+    python benchmarks/bench_train.py [--sizes 64,112] [--images 256] [--epochs 2] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import resource
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,14 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
+from _common import Probe, contention, environment, usable, wait_for_quiet
+
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVES = ("kdep", "online", "supervised")
 # perf-limits.md (this kind of machine, fp32 + channels_last, batch 64): online/cached
 # compute ratio for ResNet-50 -> ResNet-18 at 112 px and the table's rates at 64 px.
 PERF_LIMITS_RATIO = {112: 1.78, 64: round((1 / 297 + 1 / 202) / (1 / 202), 2)}
-
-
-from _common import (_CONTINUED, _on_sigcont, _cpu_counters, usable, contention, wait_for_quiet, environment)  # noqa: E402,F401  shared helpers
 
 
 def pick_files(data: Path, n: int) -> list[str]:
