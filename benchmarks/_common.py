@@ -4,15 +4,12 @@ SIGSTOP/SIGCONT detection, CPU counters), waiting for a quiet machine, environme
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -118,3 +115,20 @@ def environment() -> dict:
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
                                                    "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                                    "LD_PRELOAD")}}
+
+
+def pick_files(data: Path, n: int) -> list[str]:
+    """``n`` images spread evenly over the sorted listing (so over all classes)."""
+    from kdep_cache.images import scan_images
+    paths = scan_images(data).paths
+    if n > len(paths):
+        raise SystemExit(f"--images {n}: only {len(paths)} images under {data}")
+    idx = np.linspace(0, len(paths) - 1, n).round().astype(int)
+    return [paths[i] for i in idx]
+
+
+def add_quiet_args(ap) -> None:
+    """The options every benchmark shares: wait for a quiet machine (1-min load average)."""
+    ap.add_argument("--load-threshold", type=float, default=1.5)
+    ap.add_argument("--max-wait", type=float, default=600.0)
+    ap.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")

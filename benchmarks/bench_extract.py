@@ -36,19 +36,10 @@ import numpy as np
 import torch
 
 # shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
-from _common import Probe, contention, environment, usable, wait_for_quiet
+from _common import (Probe, add_quiet_args, contention, environment, pick_files,  # noqa: F401
+                     usable, wait_for_quiet)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def pick_files(data: Path, n: int) -> list[str]:
-    """``n`` images spread evenly over the sorted listing (so over all classes)."""
-    from kdep_cache.images import scan_images
-    paths = scan_images(data).paths
-    if n > len(paths):
-        raise SystemExit(f"--images {n}: only {len(paths)} images under {data}")
-    idx = np.linspace(0, len(paths) - 1, n).round().astype(int)
-    return [paths[i] for i in idx]
 
 
 def bare_inputs(data: Path, file_list: Path, args, norm: str) -> list[torch.Tensor]:
@@ -110,9 +101,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scratch", default="/tmp/kdep-bench-extract")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/extract.json"))
-    ap.add_argument("--load-threshold", type=float, default=1.5)
-    ap.add_argument("--max-wait", type=float, default=600.0)
-    ap.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+    add_quiet_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 

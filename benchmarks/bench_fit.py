@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 # shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
-from _common import Probe, contention, environment, usable, wait_for_quiet
+from _common import (Probe, add_quiet_args, contention, environment, pick_files,  # noqa: F401
+                     usable, wait_for_quiet)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,9 +156,7 @@ def main() -> None:
     ap.add_argument("--no-breakdown", action="store_true")
     ap.add_argument("--legacy-einsum", action="store_true",
                     help="also time the 3-operand einsum fit-svd used before commit bb0a82a")
-    ap.add_argument("--load-threshold", type=float, default=1.5)
-    ap.add_argument("--max-wait", type=float, default=600.0)
-    ap.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+    add_quiet_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
