@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdep-installed
 
-.PHONY: quickstart test repro-small bench clean
+.PHONY: quickstart test lint repro-small bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kdep_cache tests pipelines benchmarks
 
 repro-small: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash pipelines/repro-small.sh

@@ -33,8 +33,15 @@ import numpy as np
 import torch
 
 # shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
-from _common import (Probe, add_quiet_args, contention, environment, pick_files,  # noqa: F401
-                     usable, wait_for_quiet)
+from _common import (  # noqa: F401
+    Probe,
+    add_quiet_args,
+    contention,
+    environment,
+    pick_files,
+    usable,
+    wait_for_quiet,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -59,7 +59,8 @@ def _aug_options(f):
 def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, augment, **kw):
     """Run the teacher ONCE over K replayable views per image and cache its features."""
     from .augment import AugmentSpec
-    from .extract import ExtractConfig, extract as run
+    from .extract import ExtractConfig
+    from .extract import extract as run
     spec = AugmentSpec(kind=augment, scale=tuple(crop_scale), flip=not no_flip,
                        jitter=0.0 if no_jitter else 0.1, lighting=0.0 if no_lighting else 0.05,
                        center_view0=center_view)
@@ -86,7 +87,8 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
 @_run
 def fit_svd(as_json, **kw):
     """Fit the SVD/PCA projection on a raw cache and write aligned, transformed targets."""
-    from .fitsvd import FitConfig, fit_svd as run
+    from .fitsvd import FitConfig
+    from .fitsvd import fit_svd as run
     emit(run(FitConfig(**kw)), as_json)
 
 
@@ -127,5 +129,6 @@ def fit_svd(as_json, **kw):
 @_run
 def train_student(as_json, **kw):
     """Pre-train a student against cached targets (teacher never loaded, except --objective online)."""
-    from .train.student import TrainConfig, train_student as run
+    from .train.student import TrainConfig
+    from .train.student import train_student as run
     emit(run(TrainConfig(**kw)), as_json)

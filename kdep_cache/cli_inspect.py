@@ -76,7 +76,7 @@ def info(path, as_json):
 @_run
 def verify(path, as_json):
     """Recompute the checksums of an artifact; exit 1 if anything is corrupt/missing/extra."""
-    from .inspect import verify as run
+    from .verify import verify as run
     r = run(path)
     if as_json:
         click.echo(json.dumps(r, indent=1, default=str))

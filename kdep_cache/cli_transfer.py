@@ -59,7 +59,8 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @_run
 def transfer(as_json, **kw):
     """Linear-probe or fine-tune a student on a downstream dataset (mean ± std over seeds)."""
-    from .transfer import TransferConfig, transfer as run
+    from .transfer import TransferConfig
+    from .transfer import transfer as run
     emit(run(TransferConfig(**kw)), as_json)
 
 

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .augment import PARAM_FIELDS, AugmentSpec
-from .cache.schema import MANIFEST, RAW, shard_name
 from .cache.manifest import finalize_store, load_or_init_config, record_shard
+from .cache.schema import MANIFEST, RAW, shard_name
 from .cache.store import write_shard
 from .data import ViewDataset, collate, worker_init
 from .errors import InputError

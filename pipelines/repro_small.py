@@ -25,15 +25,26 @@ from kdep_cache.transfer.compare import build_table, load_result, to_markdown
 from kdep_cache.transfer.run import TransferConfig, transfer
 
 HERE = Path(__file__).resolve().parent
-TIMES: dict[str, float] = {}
+TIMES: dict[str, float] = {}  # step -> seconds of the invocation that did the work
+TIMES_FILE = "stage-times.json"  # kept in the study's out dir, so resumed studies keep them
 
 
 def timed(name, fn, *a, **k):
     t0 = time.perf_counter()
     out = fn(*a, **k)
-    TIMES[name] = TIMES.get(name, 0.0) + time.perf_counter() - t0
-    print(f"[repro] {name}: {time.perf_counter() - t0:.1f}s", flush=True)
+    secs = time.perf_counter() - t0
+    skipped = isinstance(out, dict) and out.get("complete") and (
+        "note" in out or out.get("seconds") == 0.0)
+    if not skipped or name not in TIMES:  # a skipped step keeps the time of the run that did it
+        TIMES[name] = secs
+    print(f"[repro] {name}: {secs:.1f}s{' (already done)' if skipped else ''}", flush=True)
     return out
+
+
+def _train_seconds(run_dir: Path) -> float:
+    """Training time from the run's own per-epoch log: correct across --resume."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return sum(json.loads(x)["seconds"] for x in lines if x.strip())
 
 
 def methods(c: dict) -> list[dict]:
@@ -58,6 +69,8 @@ def methods(c: dict) -> list[dict]:
 
 def run(c: dict, on_progress=None) -> dict:
     out, ds = Path(c["out"]), Path(c["out"]) / "datasets"
+    if (out / TIMES_FILE).is_file():
+        TIMES.update(json.loads((out / TIMES_FILE).read_text()))
     timed("prepare datasets", subprocess.run, [sys.executable, str(HERE / "prepare_downstream.py"),
           "--cifar10", c["cifar10"], "--out", str(ds), "--du-per-class", str(c["du_per_class"]),
           "--train-per-class", str(c["downstream_train_per_class"]),
@@ -68,7 +81,7 @@ def run(c: dict, on_progress=None) -> dict:
         image_size=c["teacher_size"], save_logits=True, workers=c["workers"], augment=spec))
     for a, tr in {("svd", "pts"), ("svd", "none"), ("svd", "sn"), ("svd", "sm"),
                   ("cs-var", "none"), ("interp", "none")}:
-        timed("fit-svd (all variants)", fit_svd, FitConfig(
+        timed(f"fit-svd {a}+{tr}", fit_svd, FitConfig(
             cache=str(out / "cache"), out=str(out / f"targets-{a}-{tr}"), student=c["student"],
             aligner=a, transform=tr))
     results = []
@@ -85,21 +98,23 @@ def run(c: dict, on_progress=None) -> dict:
                 kw = {"targets": str(out / tr.pop("targets"))} if "targets" in tr else {
                     "cache": str(out / "cache")}
                 run_dir = out / "students" / f"{tag}-s{seed}"
-                timed(f"train-student: {m['label']}", train_student, TrainConfig(
+                train_student(TrainConfig(
                     student=c["student"], out=str(run_dir), epochs=c["epochs"],
                     batch_size=c["batch_size"], lr=c["lr"], loss_weight=c["loss_weight"],
                     image_size=c["student_size"], workers=c["workers"], seed=seed,
-                    schedule="cosine", **kw, **tr))
+                    schedule="cosine", resume=True, **kw, **tr))
+                TIMES[f"train {tag}-s{seed}"] = _train_seconds(run_dir)
                 student = str(run_dir)
             for name in ("cifar10", "fashion", "digits"):
                 modes = ["linear"] + (["finetune"] if m["label"] in c["finetune_rows"] else [])
                 for mode in modes:
                     rdir = out / "transfer" / f"{tag}-s{seed}-{name}-{mode}"
-                    timed(f"transfer {mode}", transfer, TransferConfig(
+                    timed(f"transfer {tag}-s{seed} {name} {mode}", transfer, TransferConfig(
                         student=student, data=str(ds / name), out=str(rdir), label=m["label"],
                         mode=mode, epochs=c["finetune_epochs"], lr=c["finetune_lr"],
                         image_size=c["linear_image_size"], seeds=(seed,), workers=c["workers"]))
                     results.append(rdir)
+            (out / TIMES_FILE).write_text(json.dumps(TIMES, indent=1))
             if on_progress is not None:  # the table so far: an interrupted study still reports
                 on_progress([str(r) for r in results])
     return {"results": [str(r) for r in results]}
@@ -124,8 +139,21 @@ def report(c: dict, dirs: list[str]) -> None:
              "recorded in repro-small.json).", ""]
     for mode, t in tables.items():
         lines += [f"## {mode}", "", to_markdown(t)]
-    lines += ["## Stage wall time (s)", ""] + [f"- {k}: {v:.0f}" for k, v in TIMES.items()]
-    lines += ["", f"Cache size on disk: {cache_bytes / 2**20:.1f} MiB", ""]
+    lines += ["## Stage wall time (s)", "", "| stage | steps | seconds |", "|---|---|---|"]
+    for stage in ("prepare", "extract", "fit-svd", "train", "transfer", "finetune"):
+        ks = [k for k in TIMES if k.split(" ")[0] == stage or (stage == "finetune" and
+              k.endswith(" finetune"))]
+        if stage == "transfer":
+            ks = [k for k in ks if k.endswith(" linear")]
+        if ks:
+            lines.append(f"| {'linear probe' if stage == 'transfer' else stage} | {len(ks)} | "
+                         f"{sum(TIMES[k] for k in ks):.0f} |")
+    lines += ["", f"Cache size on disk: {cache_bytes / 2**20:.1f} MiB "
+              f"({cache_bytes / 2**10 / max(1, c['du_per_class'] * 10 * c['views']):.1f} KiB "
+              "per view)", ""]
+    reading = base.parent / f"{base.name}-reading.md"  # the hand-written part, kept on rerun
+    if reading.is_file():
+        lines += [reading.read_text()]
     base.with_suffix(".md").write_text("\n".join(lines))
 
 

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from conftest import extract_cfg
 
-from kdep_cache.augment import render, normalize
+from kdep_cache.augment import normalize, render
 from kdep_cache.cache import RAW, Store
 from kdep_cache.cli import main
 from kdep_cache.errors import ArtifactError, InputError

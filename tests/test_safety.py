@@ -35,8 +35,9 @@ from kdep_cache.extract import extract
 from kdep_cache.fitsvd import FitConfig, fit_svd
 from kdep_cache.fsio import writer_lock
 from kdep_cache.images import BadImage, load_rgb
-from kdep_cache.inspect import info, verify
+from kdep_cache.inspect import info
 from kdep_cache.train.student import TrainConfig, train_student
+from kdep_cache.verify import verify
 
 CIFAR = Path(__file__).parent / "data" / "cifar"
 BOOT = r"""

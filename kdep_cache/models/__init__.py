@@ -3,8 +3,7 @@ pre-activation penultimate feature (``pre``), the pooled post-activation one (``
 and the classifier logits of any supported network."""
 
 from .features import FeatureNet
-from .registry import (KNOWN_STUDENTS, TeacherInfo, build_student, load_teacher,
-                       student_width)
+from .registry import KNOWN_STUDENTS, TeacherInfo, build_student, load_teacher, student_width
 from .weights import load_state_dict_file
 
 __all__ = ["FeatureNet", "KNOWN_STUDENTS", "TeacherInfo", "build_student", "load_teacher",

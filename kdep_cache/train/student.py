@@ -18,8 +18,15 @@ from ..fsio import fingerprint, write_json, writer_lock
 from ..models import FeatureNet, build_student
 from ..runtime import prepare_model, resolve_device
 from .loop import Schedule, load_checkpoint, rewrite_metrics, sgd, train
-from .objectives import (OBJECTIVES, KDEP, Conv1x1, LogitsKD, Online, Supervised,
-                         margins_from_features)
+from .objectives import (
+    KDEP,
+    OBJECTIVES,
+    Conv1x1,
+    LogitsKD,
+    Online,
+    Supervised,
+    margins_from_features,
+)
 from .sources import EpochBatches, open_source
 
 log = logging.getLogger(__name__)

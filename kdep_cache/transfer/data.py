@@ -115,8 +115,11 @@ def stratified_split(il: ImageList, fraction: float, seed: int) -> tuple[ImageLi
             test_ids.extend(rng.choice(idx, size=k, replace=False).tolist())
     is_test = np.zeros(len(il), dtype=bool)
     is_test[test_ids] = True
-    pick = (lambda m: ImageList(il.root, [il.paths[i] for i in np.flatnonzero(m)],
-                                [il.labels[i] for i in np.flatnonzero(m)], il.classes))
+
+    def pick(mask: np.ndarray) -> ImageList:
+        ids = np.flatnonzero(mask)
+        return ImageList(il.root, [il.paths[i] for i in ids], [il.labels[i] for i in ids],
+                         il.classes)
     return pick(~is_test), pick(is_test)
 
 

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..errors import InputError
 from ..fsio import fingerprint, read_json, write_json, writer_lock

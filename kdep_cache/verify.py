@@ -1,0 +1,155 @@
+"""``verify``: recompute every checksum an artifact records; list corrupt, missing, extra files.
+
+Artifacts are found by :func:`kdep_cache.inspect.locate` (the same kinds ``info`` reads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .cache.schema import MANIFEST, RAW, TARGETS
+from .errors import ArtifactError
+from .fsio import fingerprint, read_json, sha256_file
+from .inspect import (
+    CHECKPOINT,
+    IMAGES,
+    PROJ_ARRAYS,
+    RESULTS,
+    SIDECAR,
+    STUDENT_FILE,
+    _h5_attrs,
+    _images_fp,
+    _manifest,
+    locate,
+)
+
+
+class _Report:
+    """Per-file results of :func:`verify`; problems are the one-line failures."""
+
+    FAIL = ("corrupt", "missing", "extra", "mismatch", "incomplete")
+
+    def __init__(self) -> None:
+        self.files: list[dict] = []
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def add(self, name: str, status: str, detail: str = "") -> None:
+        self.files.append({"file": name, "status": status, "detail": detail})
+        if status in self.FAIL:
+            self.problems.append(f"{status}: {name}" + (f" ({detail})" if detail else ""))
+
+    def same(self, name: str, got, want, what: str, ok_detail: str = "") -> None:
+        self.add(name, "ok" if got == want else "corrupt", ok_detail if got == want else what)
+
+
+def _verify_projection(p: Path, rep: _Report, expect: str | None = None) -> None:
+    """Recompute the projection fingerprint from its arrays (fit-svd's own recipe)."""
+    try:
+        a = _h5_attrs(p)
+        with h5py.File(p, "r") as f:
+            arrays = {k: hashlib.sha256(np.ascontiguousarray(f[k][()]).tobytes()).hexdigest()
+                      for k in PROJ_ARRAYS}
+    except (ArtifactError, OSError, KeyError) as e:
+        return rep.add(p.name, "corrupt", f"unreadable: {e}")
+    fp = fingerprint({"spec": a.get("spec"), "cache": a.get("cache"),
+                      "fit_views": a.get("fit_views"), "n": a.get("fitted_samples"),
+                      "arrays": arrays})
+    if fp == a.get("fingerprint") and expect not in (None, fp):
+        return rep.add(p.name, "mismatch", f"{fp[:16]} is not the manifest's {expect[:16]}")
+    rep.same(p.name, fp, a.get("fingerprint"), "arrays do not match its recorded fingerprint",
+             "fingerprint recomputed from its arrays")
+
+
+def _verify_store(p: Path, rep: _Report) -> None:
+    m = _manifest(p)
+    if m is None:
+        rep.add(MANIFEST, "corrupt" if (p / MANIFEST).exists() else "incomplete",
+                "unreadable" if (p / MANIFEST).exists() else
+                "the run did not finish; rerun the same command to resume")
+        for f in sorted(p.glob("shard-*.h5")):  # finished shards, against their sidecars
+            side = f.with_suffix(".json")
+            rec = read_json(side).get("sha256") if side.is_file() else None
+            if rec is None:
+                rep.add(f.name, "unverified", "no checksum recorded")
+            else:
+                rep.same(f.name, sha256_file(f), rec, "sha256 differs from its sidecar")
+        return
+    for e in m["shards"]:
+        f = p / e["file"]
+        if not f.is_file():
+            rep.add(e["file"], "missing")
+        elif f.stat().st_size != e["bytes"]:
+            rep.add(e["file"], "corrupt", f"{f.stat().st_size} bytes, manifest says {e['bytes']}")
+        else:
+            got = sha256_file(f)
+            rep.same(e["file"], got, e["sha256"], f"sha256 {got[:16]} != manifest "
+                     f"{e['sha256'][:16]}")
+    listed = {e["file"] for e in m["shards"]}
+    for f in sorted(p.glob("shard-*.h5")):
+        if f.name not in listed:
+            rep.add(f.name, "extra", "a shard file that is not in the manifest")
+    fp = fingerprint({"settings": m["settings"], "contents": [e["content"] for e in m["shards"]]})
+    rep.same(MANIFEST, fp, m.get("fingerprint"), "fingerprint does not match its own contents")
+    img = m["settings"].get("images", "")
+    if m["format"] == RAW and len(img) == 64:  # (synthetic test caches record no image list)
+        rep.same(IMAGES, _images_fp(p / IMAGES), img, "image list does not match the manifest")
+    if m["format"] == TARGETS:
+        proj = p / "projection.h5"
+        if proj.is_file():
+            _verify_projection(proj, rep, m.get("projection_fingerprint"))
+        else:
+            rep.add(proj.name, "missing")
+
+
+def _verify_student(p: Path, rep: _Report) -> None:
+    import torch
+
+    from .train.student import _weights_digest
+    if (p / CHECKPOINT).is_file():
+        rep.notes.append(f"{CHECKPOINT}: no checksum recorded; only checked that it loads")
+        try:
+            torch.load(p / CHECKPOINT, map_location="cpu", weights_only=True)
+            rep.add(CHECKPOINT, "unverified", "no checksum recorded; it loads")
+        except Exception as e:  # noqa: BLE001 - any failure to load is corruption here
+            rep.add(CHECKPOINT, "corrupt", f"does not load: {type(e).__name__}")
+    if not (p / SIDECAR).is_file():
+        return rep.add(SIDECAR, "incomplete", "training did not finish; rerun with --resume")
+    side = read_json(p / SIDECAR)
+    if not (p / STUDENT_FILE).is_file():
+        return rep.add(STUDENT_FILE, "missing")
+    try:
+        sd = torch.load(p / STUDENT_FILE, map_location="cpu", weights_only=True)
+        fp = fingerprint({"settings": side["settings"], "weights": _weights_digest(sd)})
+    except Exception as e:  # noqa: BLE001
+        return rep.add(STUDENT_FILE, "corrupt", f"does not load: {type(e).__name__}")
+    rep.same(STUDENT_FILE, fp, side.get("fingerprint"), "weights do not match the sidecar "
+             "fingerprint", "weights match the sidecar fingerprint")
+
+
+def verify(path: str | Path) -> dict:
+    """Recompute every checksum an artifact records; list corrupt, missing and extra files."""
+    kind, p = locate(path)
+    rep = _Report()
+    if kind in ("raw-cache", "targets"):
+        _verify_store(p, rep)
+    elif kind == "projection":
+        _verify_projection(p, rep)
+    elif kind == "student":
+        _verify_student(p, rep)
+    else:
+        r = read_json(p / RESULTS)
+        if fingerprint({k: r.get(k) for k in ("student", "dataset", "protocol")}) == r.get(
+                "settings_fingerprint"):
+            rep.add(RESULTS, "unverified", "no checksum recorded; settings fingerprint consistent")
+        else:
+            rep.add(RESULTS, "corrupt", "settings do not match its settings_fingerprint")
+    for t in sorted((p.parent if p.is_file() else p).glob("*.tmp")):
+        rep.notes.append(f"{t.name}: temporary file of an interrupted run (never read; safe "
+                         "to delete when no run is active)")
+    return {"path": str(p.resolve()), "kind": kind, "ok": not rep.problems,
+            "problems": rep.problems, "files": rep.files, "notes": rep.notes}
