@@ -15,7 +15,7 @@ from kdep_cache.errors import InputError, LineageError, TrainingError
 from kdep_cache.extract import extract
 from kdep_cache.fitsvd import FitConfig, fit_svd
 from kdep_cache.train import loop
-from kdep_cache.train.sources import EpochBatches, open_source
+from kdep_cache.train.sources import Feed, open_source
 from kdep_cache.train.student import TrainConfig, train_student
 
 
@@ -45,7 +45,7 @@ def test_replayed_view_is_bitwise_the_tensor_the_teacher_saw(pipe):
     st = Store(pipe / "cache", RAW)
     s = st.manifest["settings"]
     for epoch in (0, 1, 2, 4):
-        eb = EpochBatches(src, "targets", epoch, batch_size=5, workers=0, seed=0, pin=False)
+        eb = Feed(src, "targets", batch_size=5, workers=0, seed=0, pin=False).epoch(epoch)
         v = epoch % 3
         assert eb.view == v
         for ids, x, _, _, _ in eb.loader:
@@ -54,6 +54,20 @@ def test_replayed_view_is_bitwise_the_tensor_the_teacher_saw(pipe):
                               spec=src.spec, seed=s["seed"])
             x_ref = torch.stack([ref[j][1][0] for j in range(len(ids))])
             assert torch.equal(x[:, 0], x_ref)
+
+
+def test_persistent_workers_serve_every_epoch_identically(pipe):
+    """One set of 2 workers kept across epochs gives, epoch by epoch, exactly the batches of
+    the in-process loader (the view and order are set in the main process each epoch)."""
+    src = open_source(str(pipe / "targets"), None, None, "targets", None, 0)
+    pooled = Feed(src, "targets", batch_size=4, workers=2, seed=3, pin=False)
+    assert pooled.loader.persistent_workers
+    for epoch in (0, 1, 2, 5):
+        ref = list(Feed(src, "targets", 4, 0, 3, False).epoch(epoch))
+        got = list(pooled.epoch(epoch))
+        assert len(got) == len(ref) > 0
+        for (x, t), (xr, tr) in zip(got, ref):
+            assert torch.equal(x, xr) and torch.equal(t, tr)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -72,7 +86,7 @@ def test_cached_targets_equal_online_teacher_on_replayed_views(tmp_path, teacher
     src = open_source(str(tmp_path / "t"), None, None, "targets", None, 0)
     t_, n_ = proj.spec.pts_t, proj.spec.pts_n
     for epoch in (0, 7):
-        for x, t in EpochBatches(src, "targets", epoch, 6, 0, 0, False):
+        for x, t in Feed(src, "targets", 6, 0, 0, False).epoch(epoch):
             with torch.no_grad():
                 f = teacher(x)["pre"]
                 online = proj.apply_torch(f)

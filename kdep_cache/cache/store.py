@@ -97,6 +97,12 @@ class Store:
                 path, dtype=dtype, mode="r", offset=offset, shape=shape)
         return self._maps[key]
 
+    def map_all(self, name: str) -> None:
+        """Open every shard's ``name`` now (before DataLoader workers fork: they then share
+        the memory maps and never open HDF5 themselves)."""
+        for s in range(len(self.manifest["shards"])):
+            self._map(s, name)
+
     def read(self, name: str, ids: np.ndarray, view: int | None = None) -> np.ndarray:
         """Rows ``ids`` of array ``name`` (of ``view`` for per-view arrays), in ``ids`` order."""
         ids = np.asarray(ids, dtype=np.int64)

@@ -27,7 +27,7 @@ from .objectives import (
     Supervised,
     margins_from_features,
 )
-from .sources import EpochBatches, open_source
+from .sources import Feed, open_source
 
 log = logging.getLogger(__name__)
 BASE_LR_512 = {"resnet": 0.3, "mobilenet": 0.1}  # paper recipe, at batch 512
@@ -135,8 +135,8 @@ def train_student(cfg: TrainConfig) -> dict:
                   cfg.weight_decay)
         needs = _needs(cfg.objective)
         t0 = time.perf_counter()
-        history = train(net, objective, lambda e: EpochBatches(
-            src, needs, e, cfg.batch_size, cfg.workers, cfg.seed, device.type == "cuda"),
+        feed = Feed(src, needs, cfg.batch_size, cfg.workers, cfg.seed, device.type == "cuda")
+        history = train(net, objective, feed.epoch,
             opt, schedule, out, json.loads(json.dumps(settings)), device, precision, start,
             desc=cfg.student)
         secs = time.perf_counter() - t0
