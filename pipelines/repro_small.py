@@ -29,11 +29,12 @@ TIMES: dict[str, float] = {}  # step -> seconds of the invocation that did the w
 TIMES_FILE = "stage-times.json"  # kept in the study's out dir, so resumed studies keep them
 
 
-def timed(name, fn, *a, **k):
+def timed(name, fn, *a, done: bool | None = None, **k):
+    """Run one step; ``done``: whether its output existed before (else read from its result)."""
     t0 = time.perf_counter()
     out = fn(*a, **k)
     secs = time.perf_counter() - t0
-    skipped = isinstance(out, dict) and out.get("complete") and (
+    skipped = done if done is not None else isinstance(out, dict) and out.get("complete") and (
         "note" in out or out.get("seconds") == 0.0)
     if not skipped or name not in TIMES:  # a skipped step keeps the time of the run that did it
         TIMES[name] = secs
@@ -74,14 +75,16 @@ def run(c: dict, on_progress=None) -> dict:
     timed("prepare datasets", subprocess.run, [sys.executable, str(HERE / "prepare_downstream.py"),
           "--cifar10", c["cifar10"], "--out", str(ds), "--du-per-class", str(c["du_per_class"]),
           "--train-per-class", str(c["downstream_train_per_class"]),
-          "--test-per-class", str(c["downstream_test_per_class"])], check=True)
+          "--test-per-class", str(c["downstream_test_per_class"])], check=True,
+          done=(ds / "digits").is_dir())
     spec = AugmentSpec(scale=tuple(c["crop_scale"]))
     timed("extract (teacher, once)", extract, ExtractConfig(
         data=str(ds / "du"), teacher=c["teacher"], out=str(out / "cache"), views=c["views"],
         image_size=c["teacher_size"], save_logits=True, workers=c["workers"], augment=spec))
-    for a, tr in {("svd", "pts"), ("svd", "none"), ("svd", "sn"), ("svd", "sm"),
-                  ("cs-var", "none"), ("interp", "none")}:
-        timed(f"fit-svd {a}+{tr}", fit_svd, FitConfig(
+    for a, tr in (("svd", "pts"), ("svd", "none"), ("svd", "sn"), ("svd", "sm"),
+                  ("cs-var", "none"), ("interp", "none")):
+        done = (out / f"targets-{a}-{tr}" / "manifest.json").is_file()
+        timed(f"fit-svd {a}+{tr}", fit_svd, done=done, cfg=FitConfig(
             cache=str(out / "cache"), out=str(out / f"targets-{a}-{tr}"), student=c["student"],
             aligner=a, transform=tr))
     results = []
