@@ -8,6 +8,12 @@ Every aligner is a centred linear map ``aligned = (x - center) @ W``:
 - ``identity``: W = I (D must equal D_t).
 Transforms: ``pts`` sign(x)|x/T|^(1/n); ``sn`` divide each channel by its std; ``sm`` scale
 each channel's std to the matching top-D raw std; ``none``.
+
+Null directions (svd): a teacher feature can have fewer than D directions of real variance
+(EfficientNet-Lite / MobileNet features are a 1x1 conv + BN of 320 channels, so rank <= 320
+< 512 for a ResNet-18 student). Components whose std is below ``NULL_RTOL`` of the top one
+hold only the cache's storage rounding; ``null="zero"`` (default) gives them target 0,
+``null="keep"`` (the authors' code) keeps them, and PTS / SN / SM then amplify that noise.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from .pca import Moments, pca
 
 ALIGNERS = ("svd", "cs-var", "cs-rand", "interp", "identity")
 TRANSFORMS = ("pts", "sn", "sm", "none")
+NULLS = ("zero", "keep")
+NULL_RTOL = 1e-3  # std relative to the top component (float16 rounding sits near 1e-4)
 
 
 @dataclass(frozen=True)
@@ -32,9 +40,17 @@ class AlignSpec:
     pts_t: float = 0.1   # paper Table 5 best
     pts_n: float = 3.0
     seed: int = 0        # cs-rand only
+    null: str = "zero"   # svd: target of directions without teacher variance ("zero" | "keep")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["null"] == "keep":  # specs written before the option existed read as "keep"
+            del d["null"]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> AlignSpec:
+        return cls(**{"null": "keep", **d})
 
 
 @dataclass
@@ -45,6 +61,7 @@ class Projection:
     scale: np.ndarray        # (D,) per-channel multiplier applied after the map (sn / sm)
     eigenvalues: np.ndarray  # (D_t,) descending covariance eigenvalues of the raw features
     raw_std: np.ndarray      # (D_t,)
+    null_dims: int = 0       # svd components without teacher variance (see NULL_RTOL)
 
     def aligned_std(self, cov: np.ndarray) -> np.ndarray:
         return np.sqrt(np.clip(aligned_var(self.weight, cov), 0, None))
@@ -86,6 +103,8 @@ def check_spec(spec: AlignSpec, teacher_dim: int) -> None:
         raise InputError(f"unknown aligner {spec.aligner!r}; known: {', '.join(ALIGNERS)}")
     if spec.transform not in TRANSFORMS:
         raise InputError(f"unknown transform {spec.transform!r}; known: {', '.join(TRANSFORMS)}")
+    if spec.null not in NULLS:
+        raise InputError(f"unknown --null {spec.null!r}; known: {', '.join(NULLS)}")
     if spec.dim < 1:
         raise InputError(f"--dim must be >= 1, got {spec.dim}")
     if spec.aligner == "identity" and spec.dim != teacher_dim:
@@ -110,8 +129,13 @@ def fit_projection(spec: AlignSpec, m: Moments) -> Projection:
     evals, evecs = pca(m) if spec.aligner == "svd" else (np.linalg.eigvalsh(m.cov)[::-1], None)
     center = np.zeros(dt)
     weight = np.zeros((dt, spec.dim))
+    null = np.zeros(spec.dim, dtype=bool)
     if spec.aligner == "svd":
         center, weight = m.mean.copy(), evecs[:, :spec.dim].copy()
+        std = np.sqrt(np.clip(evals[:spec.dim], 0, None))
+        null = std <= NULL_RTOL * std[0]
+        if spec.null == "zero":
+            weight[:, null] = 0.0
     else:
         if spec.aligner == "cs-var":
             idx = np.argsort(-raw_std, kind="stable")[:spec.dim]
@@ -122,12 +146,15 @@ def fit_projection(spec: AlignSpec, m: Moments) -> Projection:
         else:
             idx = np.arange(dt)
         weight[idx, np.arange(spec.dim)] = 1.0
-    proj = Projection(spec, center, weight, np.ones(spec.dim), np.clip(evals, 0, None), raw_std)
+    proj = Projection(spec, center, weight, np.ones(spec.dim), np.clip(evals, 0, None), raw_std,
+                      int(null.sum()))
     if spec.transform in ("sn", "sm"):
+        live = ~null if spec.null == "zero" else np.ones(spec.dim, dtype=bool)
         a_std = proj.aligned_std(m.cov)
-        if np.any(a_std <= 0):
-            raise InputError(f"{int(np.sum(a_std <= 0))} aligned channels are constant on the "
-                             f"fitted data: {spec.transform} cannot scale them")
-        target = 1.0 if spec.transform == "sn" else np.sort(raw_std)[::-1][:spec.dim]
-        proj.scale = target / a_std
+        if np.any(a_std[live] <= 0):
+            raise InputError(f"{int(np.sum(a_std[live] <= 0))} aligned channels are constant on "
+                             f"the fitted data: {spec.transform} cannot scale them")
+        target = np.broadcast_to(1.0 if spec.transform == "sn"
+                                 else np.sort(raw_std)[::-1][:spec.dim], (spec.dim,))
+        proj.scale[live] = target[live] / a_std[live]
     return proj

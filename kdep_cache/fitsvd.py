@@ -41,6 +41,7 @@ class FitConfig:
     fit_views: str = "0"   # "0", "0,1", "all" (paper: one random view per image = view 0)
     dtype: str = "float16"
     seed: int = 0
+    null: str = "zero"     # svd directions without teacher variance: "zero" | "keep"
 
 
 def parse_views(text: str, k: int) -> list[int]:
@@ -72,7 +73,7 @@ def accumulate(cache: Store, views: list[int], bar=None) -> Moments:
 def fit_svd(cfg: FitConfig) -> dict:
     cache = Store(cfg.cache, RAW)
     dim = _resolve_dim(cfg)
-    spec = AlignSpec(dim, cfg.aligner, cfg.transform, cfg.pts_t, cfg.pts_n, cfg.seed)
+    spec = AlignSpec(dim, cfg.aligner, cfg.transform, cfg.pts_t, cfg.pts_n, cfg.seed, cfg.null)
     check_spec(spec, int(cache.manifest["dim"]))
     views = parse_views(cfg.fit_views, cache.views)
     out = Path(cfg.out)
@@ -101,7 +102,8 @@ def fit_svd(cfg: FitConfig) -> dict:
                            extra={"dim": dim, "source_cache": str(Path(cfg.cache).resolve()),
                                   "std_ratio": ratios, "explained_variance": explained,
                                   "fitted_samples": m.n, "projection_fingerprint": proj_fp,
-                                  "cache_fingerprint": cache.fingerprint})
+                                  "cache_fingerprint": cache.fingerprint,
+                                  "null_dims": proj.null_dims})
         manifest = Store(out, TARGETS).manifest
     return {"out": str(out), "aligner": spec.aligner, "transform": spec.transform, "dim": dim,
             "teacher_dim": int(cache.manifest["dim"]), "fitted_samples": m.n,
@@ -110,7 +112,16 @@ def fit_svd(cfg: FitConfig) -> dict:
             "std_ratio_aligned": round(manifest["std_ratio"]["aligned"], 3),
             "std_ratio_transformed": round(manifest["std_ratio"]["transformed"], 3),
             "fit_seconds": round(t_fit, 2), "seconds": round(time.perf_counter() - t0, 2),
-            "projection": proj_fp[:16]}
+            "projection": proj_fp[:16], "null_dims": proj.null_dims,
+            **({"note": _null_note(proj)} if proj.null_dims else {})}
+
+
+def _null_note(proj: Projection) -> str:
+    k, d = proj.null_dims, proj.spec.dim
+    what = ("their targets are 0" if proj.spec.null == "zero" else "kept (--null keep): their "
+            "targets are storage rounding noise, amplified by pts/sn/sm; --null zero drops it")
+    return (f"{k} of the {d} SVD directions carry no teacher variance (the teacher feature has "
+            f"rank {d - k} < {d}); {what}")
 
 
 def _resolve_dim(cfg: FitConfig) -> int:
@@ -153,7 +164,7 @@ def load_projection(path: str | Path) -> tuple[Projection, dict]:
             arrays = {k: f[k][()] for k in ("center", "weight", "scale", "eigenvalues", "raw_std")}
     except (OSError, KeyError, ValueError) as e:
         raise ArtifactError(f"{path} is not a readable projection: {e}") from None
-    return Projection(AlignSpec(**attrs["spec"]), **arrays), attrs
+    return Projection(AlignSpec.from_json(attrs["spec"]), **arrays), attrs
 
 
 def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fit_views,

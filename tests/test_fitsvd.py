@@ -155,3 +155,40 @@ def test_fit_svd_refuses_bad_caches(tmp_path):
         fit_svd(FitConfig(str(tmp_path / "v"), str(tmp_path / "t4"), dim=4))
     with h5py.File(tmp_path / "c" / "shard-00000.h5", "r") as f:  # the shard itself is intact
         assert f["features"].shape == (1, 10, 12)
+
+
+@pytest.mark.parametrize("transform", ["pts", "sn", "none"])
+def test_null_directions_of_a_rank_deficient_teacher(tmp_path, transform):
+    """A teacher feature of rank r < D (as Lite/MobileNet heads: 1x1 conv + BN of 320 channels)
+    has D - r SVD directions holding only rounding noise. --null zero gives them target 0 and
+    leaves the r real directions as they were; --null keep (the authors' code) keeps the noise,
+    which pts/sn amplify. Reference: numpy SVD of the centred float64 data."""
+    k, n, d, r, dim = 2, 120, 32, 6, 12
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(k, n, r)) * np.geomspace(8, 1, r)
+    feats = z @ rng.normal(size=(r, d)) + rng.normal(size=d) + 1e-6 * rng.normal(size=(k, n, d))
+    make_fake_cache(tmp_path / "c", feats, shard_size=50)
+    out = {}
+    for null in ("zero", "keep"):
+        s = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / null), dim=dim, dtype="float32",
+                              transform=transform, null=null))
+        assert s["null_dims"] == dim - r and f"rank {r} < {dim}" in s["note"]
+        assert Store(tmp_path / null, TARGETS).manifest["null_dims"] == dim - r
+        out[null] = Store(tmp_path / null, TARGETS).read("targets", np.arange(n), view=1)
+    assert np.all(out["zero"][:, r:] == 0)
+    assert np.allclose(out["zero"][:, :r], out["keep"][:, :r], rtol=1e-5, atol=1e-6)
+    noise_std = out["keep"][:, r:].std(0)
+    assert np.all(noise_std > (0.5 if transform == "sn" else 0))  # sn: noise blown up to std 1
+    x0 = feats[0]
+    sv = np.linalg.svd(x0 - x0.mean(0), compute_uv=False)
+    assert np.sum(sv[:dim] > 1e-3 * sv[0]) == r  # the reference agrees on the rank
+    proj, _ = load_projection(tmp_path / "zero" / "projection.h5")
+    assert proj.spec.null == "zero"
+    assert load_projection(tmp_path / "keep" / "projection.h5")[0].spec.null == "keep"
+
+
+def test_specs_written_before_the_null_option_read_as_keep():
+    old = {"dim": 4, "aligner": "svd", "transform": "pts", "pts_t": 0.1, "pts_n": 3.0, "seed": 0}
+    spec = AlignSpec.from_json(old)
+    assert spec.null == "keep" and spec.to_json() == old
+    assert AlignSpec(4).to_json()["null"] == "zero"
