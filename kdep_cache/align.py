@@ -63,6 +63,10 @@ class Projection:
     raw_std: np.ndarray      # (D_t,)
     null_dims: int = 0       # svd components without teacher variance (see NULL_RTOL)
 
+    def live(self) -> np.ndarray:
+        """Target channels that carry a signal (False: null directions given target 0)."""
+        return np.any(self.weight != 0, axis=0)
+
     def aligned_std(self, cov: np.ndarray) -> np.ndarray:
         return np.sqrt(np.clip(aligned_var(self.weight, cov), 0, None))
 

@@ -96,7 +96,7 @@ def fit_svd(cfg: FitConfig) -> dict:
         _write_projection(out / "projection.h5", proj, proj_fp, cache, views, m.n, explained)
         if not (out / MANIFEST).is_file():
             t_std = _write_targets(cache, proj, out, settings, views, cfg.dtype)
-            ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std),
+            ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std[proj.live()]),
                       "transformed": t_std, "rows": f"views {views} of valid images"}
             finalize_store(out, settings, len(cache.manifest["shards"]), ["targets", "valid"],
                            extra={"dim": dim, "source_cache": str(Path(cfg.cache).resolve()),
@@ -196,4 +196,4 @@ def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fi
         record_shard(out, s, entry, lo, hi)
         bar.update(hi - lo)
     bar.close()
-    return std_ratio(np.sqrt(tm.var))
+    return std_ratio(np.sqrt(tm.var)[proj.live()])

@@ -173,7 +173,12 @@ def test_null_directions_of_a_rank_deficient_teacher(tmp_path, transform):
         s = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / null), dim=dim, dtype="float32",
                               transform=transform, null=null))
         assert s["null_dims"] == dim - r and f"rank {r} < {dim}" in s["note"]
-        assert Store(tmp_path / null, TARGETS).manifest["null_dims"] == dim - r
+        man = Store(tmp_path / null, TARGETS).manifest
+        assert man["null_dims"] == dim - r
+        if null == "zero":  # Std Ratios over the live channels: finite, = the first r's ratio
+            t0 = Store(tmp_path / null, TARGETS).read("targets", np.arange(n), view=0)
+            assert man["std_ratio"]["transformed"] == pytest.approx(
+                std_ratio(t0[:, :r].astype(np.float64).std(0, ddof=1)), rel=1e-4)
         out[null] = Store(tmp_path / null, TARGETS).read("targets", np.arange(n), view=1)
     assert np.all(out["zero"][:, r:] == 0)
     assert np.allclose(out["zero"][:, :r], out["keep"][:, :r], rtol=1e-5, atol=1e-6)
