@@ -12,8 +12,10 @@ each channel's std to the matching top-D raw std; ``none``.
 Null directions (svd): a teacher feature can have fewer than D directions of real variance
 (EfficientNet-Lite / MobileNet features are a 1x1 conv + BN of 320 channels, so rank <= 320
 < 512 for a ResNet-18 student). Components whose std is below ``NULL_RTOL`` of the top one
-hold only the cache's storage rounding; ``null="zero"`` (default) gives them target 0,
-``null="keep"`` (the authors' code) keeps them, and PTS / SN / SM then amplify that noise.
+hold only the cache's storage rounding. ``null="keep"`` (default: the paper's exact target
+definition) keeps them, and PTS / SN / SM amplify that noise into targets that depend on the
+storage dtype; ``null="zero"`` gives them target 0 (measured accuracy-neutral in
+benchmarks/results/repro-small.md).
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ class AlignSpec:
     pts_t: float = 0.1   # paper Table 5 best
     pts_n: float = 3.0
     seed: int = 0        # cs-rand only
-    null: str = "zero"   # svd: target of directions without teacher variance ("zero" | "keep")
+    null: str = "keep"   # svd: target of directions without teacher variance ("keep" | "zero")
 
     def to_json(self) -> dict:
         d = asdict(self)
-        if d["null"] == "keep":  # specs written before the option existed read as "keep"
+        if d["null"] == "keep":  # the default; specs written before the option read as "keep"
             del d["null"]
         return d
 

@@ -83,9 +83,9 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
               show_default=True, help="Storage dtype of the targets.")
 @click.option("--seed", default=0, show_default=True, help="Seed of cs-rand.")
-@click.option("--null", type=click.Choice(["zero", "keep"]), default="zero", show_default=True,
-              help="svd: target of directions with no teacher variance (rank < D); keep = "
-                   "the authors' code (noise, amplified by the transform).")
+@click.option("--null", type=click.Choice(["keep", "zero"]), default="keep", show_default=True,
+              help="svd: target of directions with no teacher variance (rank < D): keep = the "
+                   "paper's definition (rounding noise, amplified by the transform), zero = 0.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
 def fit_svd(as_json, **kw):

@@ -41,7 +41,7 @@ class FitConfig:
     fit_views: str = "0"   # "0", "0,1", "all" (paper: one random view per image = view 0)
     dtype: str = "float16"
     seed: int = 0
-    null: str = "zero"     # svd directions without teacher variance: "zero" | "keep"
+    null: str = "keep"     # svd directions without teacher variance: "keep" (paper) | "zero"
 
 
 def parse_views(text: str, k: int) -> list[int]:
@@ -118,8 +118,9 @@ def fit_svd(cfg: FitConfig) -> dict:
 
 def _null_note(proj: Projection) -> str:
     k, d = proj.null_dims, proj.spec.dim
-    what = ("their targets are 0" if proj.spec.null == "zero" else "kept (--null keep): their "
-            "targets are storage rounding noise, amplified by pts/sn/sm; --null zero drops it")
+    what = ("their targets are 0 (--null zero)" if proj.spec.null == "zero" else "kept as in the "
+            "paper: their targets are storage rounding noise, amplified by pts/sn/sm; "
+            "--null zero sets them to 0")
     return (f"{k} of the {d} SVD directions carry no teacher variance (the teacher feature has "
             f"rank {d - k} < {d}); {what}")
 

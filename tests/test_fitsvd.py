@@ -161,8 +161,8 @@ def test_fit_svd_refuses_bad_caches(tmp_path):
 def test_null_directions_of_a_rank_deficient_teacher(tmp_path, transform):
     """A teacher feature of rank r < D (as Lite/MobileNet heads: 1x1 conv + BN of 320 channels)
     has D - r SVD directions holding only rounding noise. --null zero gives them target 0 and
-    leaves the r real directions as they were; --null keep (the authors' code) keeps the noise,
-    which pts/sn amplify. Reference: numpy SVD of the centred float64 data."""
+    leaves the r real directions as they were; --null keep (the default, the paper's
+    definition) keeps the noise, which pts/sn amplify. Reference: numpy SVD of the centred float64 data."""
     k, n, d, r, dim = 2, 120, 32, 6, 12
     rng = np.random.default_rng(5)
     z = rng.normal(size=(k, n, r)) * np.geomspace(8, 1, r)
@@ -196,4 +196,5 @@ def test_specs_written_before_the_null_option_read_as_keep():
     old = {"dim": 4, "aligner": "svd", "transform": "pts", "pts_t": 0.1, "pts_n": 3.0, "seed": 0}
     spec = AlignSpec.from_json(old)
     assert spec.null == "keep" and spec.to_json() == old
-    assert AlignSpec(4).to_json()["null"] == "zero"
+    assert "null" not in AlignSpec(4).to_json()  # default keep: fingerprints as before
+    assert AlignSpec(4, null="zero").to_json()["null"] == "zero"
