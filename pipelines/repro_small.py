@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from kdep_cache.augment import AugmentSpec
 from kdep_cache.extract import ExtractConfig, extract
 from kdep_cache.fitsvd import FitConfig, fit_svd
@@ -27,6 +29,7 @@ from kdep_cache.transfer.run import TransferConfig, transfer
 HERE = Path(__file__).resolve().parent
 TIMES: dict[str, float] = {}  # step -> seconds of the invocation that did the work
 TIMES_FILE = "stage-times.json"  # kept in the study's out dir, so resumed studies keep them
+FITS: dict[str, dict] = {}  # row | seed -> how well the student fits its targets
 
 
 def timed(name, fn, *a, done: bool | None = None, **k):
@@ -36,10 +39,22 @@ def timed(name, fn, *a, done: bool | None = None, **k):
     secs = time.perf_counter() - t0
     skipped = done if done is not None else isinstance(out, dict) and out.get("complete") and (
         "note" in out or out.get("seconds") == 0.0)
-    if not skipped or name not in TIMES:  # a skipped step keeps the time of the run that did it
+    if not skipped:  # a skipped step keeps the time of the run that did it (if recorded)
         TIMES[name] = secs
     print(f"[repro] {name}: {secs:.1f}s{' (already done)' if skipped else ''}", flush=True)
     return out
+
+
+def _fit_quality(run_dir: Path, targets: Path) -> dict:
+    """How well the student fits its targets: last-epoch training MSE (per target channel)
+    against the targets' mean square over every view (the MSE of predicting 0)."""
+    from kdep_cache.cache import TARGETS, Store
+    st = Store(targets, TARGETS)
+    t = np.concatenate([st.read("targets", np.arange(st.n_images), view=v).astype(np.float64)
+                        for v in range(st.views)])
+    mse = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["mse"]
+    ms = float(np.mean(t**2))
+    return {"final_train_mse": mse, "target_mean_square": ms, "explained": 1 - mse / ms}
 
 
 def _train_seconds(run_dir: Path) -> float:
@@ -76,10 +91,11 @@ def methods(c: dict) -> list[dict]:
          "seeds": seeds},
         {"label": "SVD+SN, null dims zeroed", "train": {"targets": t("svd", "sn-zero")},
          "seeds": one},
-        # loss scale as a cause: SN targets have mean square 1.0, no-transform ones 15.4, so
-        # under one loss weight SN's loss (and gradient) is ~15x smaller; this row evens it
-        {"label": "SVD+SN, null dims zeroed, loss weight 45",
-         "train": {"targets": t("svd", "sn-zero"), "loss_weight": 45.0}, "seeds": one},
+        # loss scale as a cause: these SN targets have mean square 0.624, no-transform ones
+        # 15.42, so under one loss weight SN's loss (and gradient) is ~25x smaller; this row
+        # evens it (3 x 15.42 / 0.624 = 74)
+        {"label": "SVD+SN, null dims zeroed, loss weight 74",
+         "train": {"targets": t("svd", "sn-zero"), "loss_weight": 74.0}, "seeds": one},
     ]
 
 
@@ -112,7 +128,7 @@ def run(c: dict, on_progress=None) -> dict:
     order = sorted(((s, i, m) for i, m in enumerate(methods(c)) for s in m["seeds"]),
                    key=lambda t: (t[0], t[1]))
     for seed, _, m in order:
-        if True:
+        if True:  # (one block per row and seed)
             tag = m["label"].split(" (")[0].replace(" ", "_").replace("+", "").replace(",", "")
             if m["train"] is None:
                 student = f"random:{c['student']}"
@@ -127,6 +143,8 @@ def run(c: dict, on_progress=None) -> dict:
                     "image_size": c["student_size"], "workers": c["workers"], "seed": seed,
                     "schedule": "cosine", "resume": True, **kw, **tr}))
                 TIMES[f"train {tag}-s{seed}"] = _train_seconds(run_dir)
+                if "targets" in kw:
+                    FITS[f"{m['label']} | s{seed}"] = _fit_quality(run_dir, Path(kw["targets"]))
                 student = str(run_dir)
             for name in ("cifar10", "fashion", "digits"):
                 modes = ["linear"] + (["finetune"] if m["label"] in c["finetune_rows"] else [])
@@ -150,6 +168,7 @@ def report(c: dict, dirs: list[str]) -> None:
         by_mode[load_result(d)["protocol"]["mode"]].append(d)
     tables = {m: build_table(ds) for m, ds in by_mode.items() if ds}
     doc = {"config": c, "command": " ".join(sys.argv), "stage_seconds": TIMES,
+           "target_fit": FITS,
            "cache_bytes": cache_bytes, "result_dirs": dirs,
            "tables": {m: {"rows": t.rows, "columns": t.columns,
                           "cells": {f"{r} | {col}": vars(cell) for (r, col), cell in
@@ -162,6 +181,18 @@ def report(c: dict, dirs: list[str]) -> None:
              "recorded in repro-small.json).", ""]
     for mode, t in tables.items():
         lines += [f"## {mode}", "", to_markdown(t)]
+    if FITS:
+        lines += ["## How well each student fits its targets", "",
+                  "Last-epoch training MSE (per channel, on the replayed training views) against "
+                  "the targets' mean square over all views, i.e. the MSE of predicting 0; "
+                  "explained = 1 - MSE / mean square (below 0: worse than a constant).", "",
+                  "| row | seed | final MSE | target mean square | explained |",
+                  "|---|---|---:|---:|---:|"]
+        for k, f in FITS.items():
+            row, seed = k.split(" | ")
+            lines.append(f"| {row} | {seed} | {f['final_train_mse']:.3f} | "
+                         f"{f['target_mean_square']:.3f} | {f['explained']:.3f} |")
+        lines.append("")
     lines += ["## Stage wall time (s)", "", "| stage | steps | seconds |", "|---|---|---|"]
     for stage in ("prepare", "extract", "fit-svd", "train", "transfer", "finetune"):
         ks = [k for k in TIMES if k.split(" ")[0] == stage or (stage == "finetune" and
