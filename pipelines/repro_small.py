@@ -50,7 +50,8 @@ def _fit_quality(run_dir: Path, targets: Path) -> dict:
     against the targets' mean square over every view (the MSE of predicting 0)."""
     from kdep_cache.cache import TARGETS, Store
     st = Store(targets, TARGETS)
-    t = np.concatenate([st.read("targets", np.arange(st.n_images), view=v).astype(np.float64)
+    ids = np.flatnonzero(np.concatenate([v for _, _, v in st.iter_shards("valid")]))
+    t = np.concatenate([st.read("targets", ids, view=v).astype(np.float64)
                         for v in range(st.views)])
     mse = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["mse"]
     ms = float(np.mean(t**2))
