@@ -45,6 +45,11 @@ def timed(name, fn, *a, done: bool | None = None, **k):
     return out
 
 
+def _prepare(cmd: list[str]) -> None:
+    if subprocess.run(cmd).returncode != 0:  # it printed its one-line reason
+        raise SystemExit("repro-small: preparing the datasets failed (reason above)")
+
+
 def _fit_quality(run_dir: Path, targets: Path) -> dict:
     """How well the student fits its targets: last-epoch training MSE (per target channel)
     against the targets' mean square over every view (the MSE of predicting 0)."""
@@ -104,10 +109,10 @@ def run(c: dict, on_progress=None) -> dict:
     out, ds = Path(c["out"]), Path(c["out"]) / "datasets"
     if (out / TIMES_FILE).is_file():
         TIMES.update(json.loads((out / TIMES_FILE).read_text()))
-    timed("prepare datasets", subprocess.run, [sys.executable, str(HERE / "prepare_downstream.py"),
+    timed("prepare datasets", _prepare, [sys.executable, str(HERE / "prepare_downstream.py"),
           "--cifar10", c["cifar10"], "--out", str(ds), "--du-per-class", str(c["du_per_class"]),
           "--train-per-class", str(c["downstream_train_per_class"]),
-          "--test-per-class", str(c["downstream_test_per_class"])], check=True,
+          "--test-per-class", str(c["downstream_test_per_class"])],
           done=(ds / "digits").is_dir())
     spec = AugmentSpec(scale=tuple(c["crop_scale"]))
     timed("extract (teacher, once)", extract, ExtractConfig(
