@@ -155,7 +155,7 @@ def fit_projection(spec: AlignSpec, m: Moments) -> Projection:
     proj = Projection(spec, center, weight, np.ones(spec.dim), np.clip(evals, 0, None), raw_std,
                       int(null.sum()))
     if spec.transform in ("sn", "sm"):
-        live = ~null if spec.null == "zero" else np.ones(spec.dim, dtype=bool)
+        live = proj.live()  # null-zeroed channels stay 0 whatever their scale
         a_std = proj.aligned_std(m.cov)
         if np.any(a_std[live] <= 0):
             raise InputError(f"{int(np.sum(a_std[live] <= 0))} aligned channels are constant on "

@@ -29,21 +29,28 @@ class ViewDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, j: int):
-        i = int(self.ids[j])
-        k = len(self.views)
-        try:
-            img = load_rgb(Path(self.images.root) / self.images.paths[i])
-        except BadImage as e:
-            return (i, torch.zeros(k, 3, self.size, self.size), torch.zeros(k, N_PARAMS,
-                    dtype=torch.float64), False, str(e))
-        w, h = img.size
-        xs, ps = [], []
-        for n, v in enumerate(self.views):
-            p = (self.params[j, n] if self.params is not None
-                 else sample_params(self.spec, self.seed, v, i, h, w))
-            xs.append(normalize(render(img, p, self.size), self.mean, self.std))
-            ps.append(torch.from_numpy(np.asarray(p, dtype=np.float64)))
-        return i, torch.stack(xs), torch.stack(ps), True, ""
+        p = None if self.params is None else self.params[j]
+        return render_views(self.images, int(self.ids[j]), self.views, self.size, self.mean,
+                            self.std, self.spec, self.seed, p)
+
+
+def render_views(images: ImageList, i: int, views, size: int, mean, std,
+                 spec: AugmentSpec | None, seed: int, params: np.ndarray | None = None):
+    """Image ``i`` decoded once, rendered at each of ``views``: stored ``params`` (K, P)
+    replayed, or sampled from ``(seed, view, i)``. -> (i, views, params, ok, reason)."""
+    k = len(views)
+    try:
+        img = load_rgb(Path(images.root) / images.paths[i])
+    except BadImage as e:
+        return (i, torch.zeros(k, 3, size, size), torch.zeros(k, N_PARAMS, dtype=torch.float64),
+                False, str(e))
+    w, h = img.size
+    xs, ps = [], []
+    for n, v in enumerate(views):
+        p = params[n] if params is not None else sample_params(spec, seed, v, i, h, w)
+        xs.append(normalize(render(img, p, size), mean, std))
+        ps.append(torch.from_numpy(np.asarray(p, dtype=np.float64)))
+    return i, torch.stack(xs), torch.stack(ps), True, ""
 
 
 def collate(batch):

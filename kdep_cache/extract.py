@@ -98,7 +98,8 @@ def extract(cfg: ExtractConfig) -> dict:
         if (out / MANIFEST).is_file():
             log.info("%s is already complete", out)
             return {"out": str(out), "complete": True, "images": len(images), "seconds": 0.0,
-                    "bytes_written": 0, "skipped": None, "resumed": True}
+                    "bytes_written": 0, "skipped": None, "resumed": True,
+                    "note": "already complete"}
         teacher = prepare_model(teacher, device)
         mean, std = NORMALIZATIONS[tinfo.norm]
         n_shards = -(-len(images) // cfg.shard_size)

@@ -33,12 +33,12 @@ FITS: dict[str, dict] = {}  # row | seed -> how well the student fits its target
 
 
 def timed(name, fn, *a, done: bool | None = None, **k):
-    """Run one step; ``done``: whether its output existed before (else read from its result)."""
+    """Run one step; ``done``: whether its output existed before (else: a stage's result
+    carries a ``note`` when it found its output complete)."""
     t0 = time.perf_counter()
     out = fn(*a, **k)
     secs = time.perf_counter() - t0
-    skipped = done if done is not None else isinstance(out, dict) and out.get("complete") and (
-        "note" in out or out.get("seconds") == 0.0)
+    skipped = done if done is not None else isinstance(out, dict) and "note" in out
     if not skipped:  # a skipped step keeps the time of the run that did it (if recorded)
         TIMES[name] = secs
     print(f"[repro] {name}: {secs:.1f}s{' (already done)' if skipped else ''}", flush=True)
@@ -134,36 +134,35 @@ def run(c: dict, on_progress=None) -> dict:
     order = sorted(((s, i, m) for i, m in enumerate(methods(c)) for s in m["seeds"]),
                    key=lambda t: (t[0], t[1]))
     for seed, _, m in order:
-        if True:  # (one block per row and seed)
-            tag = m["label"].split(" (")[0].replace(" ", "_").replace("+", "").replace(",", "")
-            if m["train"] is None:
-                student = f"random:{c['student']}"
-            else:
-                tr = dict(m["train"])
-                kw = {"targets": str(out / tr.pop("targets"))} if "targets" in tr else {
-                    "cache": str(out / "cache")}
-                run_dir = out / "students" / f"{tag}-s{seed}"
-                train_student(TrainConfig(**{
-                    "student": c["student"], "out": str(run_dir), "epochs": c["epochs"],
-                    "batch_size": c["batch_size"], "lr": c["lr"], "loss_weight": c["loss_weight"],
-                    "image_size": c["student_size"], "workers": c["workers"], "seed": seed,
-                    "schedule": "cosine", "resume": True, **kw, **tr}))
-                TIMES[f"train {tag}-s{seed}"] = _train_seconds(run_dir)
-                if "targets" in kw:
-                    FITS[f"{m['label']} | s{seed}"] = _fit_quality(run_dir, Path(kw["targets"]))
-                student = str(run_dir)
-            for name in ("cifar10", "fashion", "digits"):
-                modes = ["linear"] + (["finetune"] if m["label"] in c["finetune_rows"] else [])
-                for mode in modes:
-                    rdir = out / "transfer" / f"{tag}-s{seed}-{name}-{mode}"
-                    timed(f"transfer {tag}-s{seed} {name} {mode}", transfer, TransferConfig(
-                        student=student, data=str(ds / name), out=str(rdir), label=m["label"],
-                        mode=mode, epochs=c["finetune_epochs"], lr=c["finetune_lr"],
-                        image_size=c["linear_image_size"], seeds=(seed,), workers=c["workers"]))
-                    results.append(rdir)
-            (out / TIMES_FILE).write_text(json.dumps(TIMES, indent=1))
-            if on_progress is not None:  # the table so far: an interrupted study still reports
-                on_progress([str(r) for r in results])
+        tag = m["label"].split(" (")[0].replace(" ", "_").replace("+", "").replace(",", "")
+        if m["train"] is None:
+            student = f"random:{c['student']}"
+        else:
+            tr = dict(m["train"])
+            kw = {"targets": str(out / tr.pop("targets"))} if "targets" in tr else {
+                "cache": str(out / "cache")}
+            run_dir = out / "students" / f"{tag}-s{seed}"
+            train_student(TrainConfig(**{
+                "student": c["student"], "out": str(run_dir), "epochs": c["epochs"],
+                "batch_size": c["batch_size"], "lr": c["lr"], "loss_weight": c["loss_weight"],
+                "image_size": c["student_size"], "workers": c["workers"], "seed": seed,
+                "schedule": "cosine", "resume": True, **kw, **tr}))
+            TIMES[f"train {tag}-s{seed}"] = _train_seconds(run_dir)
+            if "targets" in kw:
+                FITS[f"{m['label']} | s{seed}"] = _fit_quality(run_dir, Path(kw["targets"]))
+            student = str(run_dir)
+        for name in ("cifar10", "fashion", "digits"):
+            modes = ["linear"] + (["finetune"] if m["label"] in c["finetune_rows"] else [])
+            for mode in modes:
+                rdir = out / "transfer" / f"{tag}-s{seed}-{name}-{mode}"
+                timed(f"transfer {tag}-s{seed} {name} {mode}", transfer, TransferConfig(
+                    student=student, data=str(ds / name), out=str(rdir), label=m["label"],
+                    mode=mode, epochs=c["finetune_epochs"], lr=c["finetune_lr"],
+                    image_size=c["linear_image_size"], seeds=(seed,), workers=c["workers"]))
+                results.append(rdir)
+        (out / TIMES_FILE).write_text(json.dumps(TIMES, indent=1))
+        if on_progress is not None:  # the table so far: an interrupted study still reports
+            on_progress([str(r) for r in results])
     return {"results": [str(r) for r in results]}
 
 

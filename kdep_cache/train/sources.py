@@ -14,7 +14,7 @@ from ..augment import AugmentSpec
 from ..cache.manifest import IMAGES
 from ..cache.schema import RAW, TARGETS
 from ..cache.store import Store
-from ..data import ViewDataset, collate, worker_init
+from ..data import collate, render_views, worker_init
 from ..errors import ArtifactError, InputError, LineageError
 from ..fsio import read_json
 from ..images import ImageList, scan_images
@@ -120,9 +120,9 @@ class _Views(Dataset):
     def __getitem__(self, key: int):
         view, i = divmod(int(key), self.n)
         src = self.src
-        params = None if src.cache is None else src.cache.read("params", [i], view=view)[:, None]
-        return ViewDataset(src.images, [i], [view], src.image_size, src.mean, src.std,
-                           spec=src.spec, seed=src.seed, params=params)[0]
+        params = None if src.cache is None else src.cache.read("params", [i], view=view)
+        return render_views(src.images, i, [view], src.image_size, src.mean, src.std, src.spec,
+                            src.seed, params)
 
 
 class _EpochOrder(Sampler):
