@@ -37,13 +37,28 @@ def _cpu_counters() -> tuple[float, float, float]:
     except (OSError, ValueError):
         busy = float("nan")
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return busy, s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime, time.perf_counter()
+    own = s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime + _live_children_cpu()
+    return busy, own, time.perf_counter()
+
+
+def _live_children_cpu() -> float:
+    """CPU-seconds of this process's children that are still running (persistent DataLoader
+    workers): RUSAGE_CHILDREN counts a child only once it has been reaped."""
+    me, ticks = str(os.getpid()), 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # fields after "(comm)": state, ppid, ..., utime is the 12th, stime the 13th
+            f = stat.read_text().rsplit(")", 1)[1].split()
+            if f[1] == me:
+                ticks += int(f[11]) + int(f[12])
+        except (OSError, ValueError, IndexError):
+            pass  # exited meanwhile: counted by RUSAGE_CHILDREN once reaped
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Probe:
     """Around one measurement: CPU used by OTHER processes (in cores, averaged over the
-    measurement; DataLoader workers are this process's children and count as own once
-    reaped) and whether this process was stopped and continued meanwhile."""
+    measurement; DataLoader workers are this process's children and count as own, running
+    or reaped) and whether this process was stopped and continued meanwhile."""
 
     def __enter__(self):
         self.c0, self.s0 = _cpu_counters(), _CONTINUED[0]
@@ -132,3 +147,17 @@ def add_quiet_args(ap) -> None:
     ap.add_argument("--load-threshold", type=float, default=1.5)
     ap.add_argument("--max-wait", type=float, default=600.0)
     ap.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+
+
+class Session:
+    """One benchmark run: waits for a quiet machine (``add_quiet_args`` options), then times
+    the measuring; ``record(samples)`` is the contention + environment part of the JSON."""
+
+    def __init__(self, args):
+        self.quiet = wait_for_quiet(args.load_threshold, 20.0, args.max_wait, not args.no_wait)
+        self.t0 = time.perf_counter()
+
+    def record(self, samples: list[dict]) -> dict:
+        return {**contention(self.quiet, samples), "quiet_wait": self.quiet,
+                "measure_seconds": round(time.perf_counter() - self.t0, 1),
+                "environment": environment()}

@@ -36,15 +36,7 @@ import numpy as np
 import torch
 
 # shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
-from _common import (  # noqa: F401
-    Probe,
-    add_quiet_args,
-    contention,
-    environment,
-    pick_files,
-    usable,
-    wait_for_quiet,
-)
+from _common import Probe, Session, add_quiet_args, pick_files, usable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,9 +129,8 @@ def main() -> None:
         with torch.no_grad():  # warm-up: first-call allocations / kernel selection
             net(prepared[name][2][0])
 
-    quiet = wait_for_quiet(args.load_threshold, 20.0, args.max_wait, not args.no_wait)
+    session = Session(args)
     load_before = list(os.getloadavg())
-    t_start = time.perf_counter()
     samples = {name: {"extract": [], "bare": []} for name in teachers}
     max_diff = {}
     for r in range(args.rounds):
@@ -218,8 +209,7 @@ def main() -> None:
            "loadavg_before": load_before, "loadavg_after": load_after,
            "loadavg_note": "loadavg_after includes this benchmark's own processes (main + "
                            "workers); foreign_cores = CPU used by other processes",
-           **contention(quiet, all_samples), "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
-           "environment": environment()}
+           **session.record(all_samples)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps({k: {kk: v[kk] for kk in ("extract_views_per_s", "bare_views_per_s",

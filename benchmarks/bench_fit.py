@@ -33,15 +33,7 @@ import numpy as np
 import torch
 
 # shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
-from _common import (  # noqa: F401
-    Probe,
-    add_quiet_args,
-    contention,
-    environment,
-    pick_files,
-    usable,
-    wait_for_quiet,
-)
+from _common import Probe, Session, add_quiet_args, usable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,9 +175,8 @@ def main() -> None:
     cov = accumulate(st, parse_views(args.fit_views, st.views)).cov
     st.close()
 
-    quiet = wait_for_quiet(args.load_threshold, 20.0, args.max_wait, not args.no_wait)
+    session = Session(args)
     load_before = list(os.getloadavg())
-    t_start = time.perf_counter()
     samples, summary, rows = {"fit_svd": [], "read": [], "eigh": []}, None, 0
     for r in range(args.rounds):
         with Probe() as p:
@@ -243,8 +234,7 @@ def main() -> None:
            "loadavg_before": load_before, "loadavg_after": load_after,
            "loadavg_note": "loadavg_after includes this benchmark's own process; "
                            "foreign_cores = CPU used by other processes during a sample",
-           **contention(quiet, all_samples), "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
-           "environment": environment()}
+           **session.record(all_samples)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(doc["results"], indent=1))

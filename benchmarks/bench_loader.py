@@ -18,23 +18,22 @@ import json
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torchvision
-from _common import environment
+from _common import Probe, Session, add_quiet_args, usable
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def epochs_seconds(feed_for_epoch, epochs: int) -> list[float]:
+def epochs_seconds(feed_for_epoch, epochs: int) -> list[dict]:
     out = []
     for e in range(epochs):
-        t0 = time.perf_counter()
-        n = sum(len(x) for x, _ in feed_for_epoch(e))
-        out.append(time.perf_counter() - t0)
+        with Probe() as p:
+            n = sum(len(x) for x, _ in feed_for_epoch(e))
         assert n > 0
+        out.append({"epoch": e, "seconds": round(p.wall, 4), **p.info()})
     return out
 
 
@@ -46,6 +45,7 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    add_quiet_args(ap)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loader.json"))
     a = ap.parse_args()
     from kdep_cache.extract import ExtractConfig, extract
@@ -63,6 +63,7 @@ def main() -> None:
         fit_svd(FitConfig(cache=str(scratch / "c"), out=str(scratch / "t"), dim=512))
         src = open_source(str(scratch / "t"), None, None, "targets", a.size, 0)
         args = (src, "targets", a.batch_size, a.workers, 0, False)
+        session = Session(args=a)
         res = {"persistent": [], "per_epoch": []}
         for r in range(a.rounds):
             for mode in (("persistent", "per_epoch") if r % 2 == 0 else ("per_epoch",
@@ -74,15 +75,18 @@ def main() -> None:
                 else:
                     secs = epochs_seconds(lambda e: Feed(*args).epoch(e), a.epochs)
                 res[mode].append(secs)
-        summary = {m: {"first_epoch_s": round(statistics.median(s[0] for s in v), 3),
-                       "later_epoch_s": round(statistics.median(x for s in v for x in s[1:]), 3)}
+        summary = {m: {"first_epoch_s": round(statistics.median(
+                           x["seconds"] for x in usable([r[0] for r in v])), 3),
+                       "later_epoch_s": round(statistics.median(
+                           x["seconds"] for x in usable([x for r in v for x in r[1:]])), 3)}
                    for m, v in res.items()}
         p, q = summary["persistent"]["later_epoch_s"], summary["per_epoch"]["later_epoch_s"]
         doc = {"command": "python benchmarks/bench_loader.py " + " ".join(
-                   f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if k != "out"),
+                   f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()
+            if k in ("epochs", "rounds", "size", "views", "workers", "batch_size")),
                "images_per_epoch": len(src.ids), "summary": summary,
                "saved_per_epoch_s": round(q - p, 3), "per_epoch_over_persistent": round(q / p, 3),
-               "raw_seconds": res, "environment": environment()}
+               "samples": res, **session.record([x for v in res.values() for r in v for x in r])}
         Path(a.out).write_text(json.dumps(doc, indent=1))
         print(json.dumps({"summary": summary, "saved_per_epoch_s": doc["saved_per_epoch_s"]}))
     finally:

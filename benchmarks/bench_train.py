@@ -39,15 +39,7 @@ from pathlib import Path
 import torch
 
 # shared helpers: benchmarks/ is sys.path[0] when a script is run as a file
-from _common import (  # noqa: F401
-    Probe,
-    add_quiet_args,
-    contention,
-    environment,
-    pick_files,
-    usable,
-    wait_for_quiet,
-)
+from _common import Probe, Session, add_quiet_args, pick_files, usable
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVES = ("kdep", "online", "supervised")
@@ -180,9 +172,8 @@ def main() -> None:
     c_teacher = prepare_model(load_teacher("resnet50", str(teacher_file))[0], cpu)
     c_student = prepare_model(FeatureNet(build_student(args.student)), cpu).train()
 
-    quiet = wait_for_quiet(args.load_threshold, 20.0, args.max_wait, not args.no_wait)
+    session = Session(args)
     load_before = list(os.getloadavg())
-    t_start = time.perf_counter()
     per_size, all_samples = {}, []
     for size in sizes:
         prep = prepare(size, data, file_list, teacher_file, scratch, args)
@@ -257,8 +248,7 @@ def main() -> None:
            "loadavg_before": load_before, "loadavg_after": load_after,
            "loadavg_note": "loadavg_after includes this benchmark's own processes (main + "
                            "2 workers); foreign_cores = CPU used by other processes",
-           **contention(quiet, all_samples), "quiet_wait": quiet, "measure_seconds": round(time.perf_counter() - t_start, 1),
-           "environment": environment()}
+           **session.record(all_samples)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     for size, e in per_size.items():
