@@ -1,0 +1,40 @@
+"""The ``diagnose`` subcommand: the paper's teacher diagnostics of a raw cache (JSON + PNG).
+
+A plain click command; the main group registers it (``main.add_command(diagnose)``).
+"""
+
+from __future__ import annotations
+
+import click
+
+from .cli import _run, emit
+
+
+@click.command("diagnose")
+@click.argument("cache", type=click.Path())
+@click.option("--out", required=True, type=click.Path(),
+              help="Folder for diagnose.json and the PNG figures.")
+@click.option("--targets", type=click.Path(), default=None,
+              help="A fit-svd output of this cache: adds the projected features' Std Ratios.")
+@click.option("--views", default="0", show_default=True,
+              help="Views whose rows are measured: indices like 0,1 or 'all'.")
+@click.option("--tsne-points", default=1000, show_default=True,
+              help="Images in the t-SNE map (a seeded subsample; 0 skips t-SNE).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the t-SNE subsample.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_run
+def diagnose(cache, out, targets, views, tsne_points, seed, as_json):
+    """Std Ratios, explained-variance spectrum, compactness and t-SNE of a teacher cache."""
+    from .diagnose import REPORT
+    from .diagnose import diagnose as run
+    r = run(cache, out, targets=targets, views=views, tsne_points=tsne_points, seed=seed)
+    c = r["compactness"]
+    summary = {"out": out, "report": REPORT, "samples": r["rows"]["samples"],
+               "std_ratio_raw": round(r["std_ratio"]["raw"], 3),
+               **({f"std_ratio_{k}": round(v, 3) for k, v in r["std_ratio_projected"].items()}
+                  if "std_ratio_projected" in r else {}),
+               "rank": r["spectrum"]["rank"],
+               "components_90pct": r["spectrum"]["components_for"]["90%"],
+               "compactness": round(c["compactness"], 4) if c["available"] else c["reason"],
+               "figures": ", ".join(r["figures"].values())}
+    emit(summary, as_json)
