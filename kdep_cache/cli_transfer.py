@@ -28,20 +28,37 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--arch", default=None, help="Architecture of a plain state_dict (resnet18, ...).")
 @click.option("--label", default=None, help="Name of the student in results and tables.")
 @click.option("--data", required=True, type=click.Path(),
-              help="Downstream ImageFolder: DIR/train + DIR/test (or val), or one tree to split.")
+              help="Classification: an ImageFolder DIR/train + DIR/test (or val), or one tree to "
+                   "split. Segmentation / detection: a PASCAL VOC or COCO folder (detected).")
+@click.option("--task", type=click.Choice(["classification", "segmentation", "detection"]),
+              default="classification", show_default=True,
+              help="Downstream task: classification, segmentation (PSP head, mIoU) or detection "
+                   "(Faster R-CNN + FPN, COCO AP).")
 @click.option("--out", required=True, type=click.Path(), help="Result directory to write.")
-@click.option("--mode", type=click.Choice(["linear", "finetune"]), default="linear",
-              show_default=True, help="Frozen-feature linear probe, or full fine-tuning (paper).")
-@click.option("--epochs", default=150, show_default=True, help="Fine-tuning epochs (paper: 150).")
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", default=0.001, show_default=True, help="Fine-tuning learning rate.")
-@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--mode", type=click.Choice(["linear", "finetune"]), default=None,
+              help="Classification: frozen-feature linear probe (default) or full fine-tuning "
+                   "(paper). Segmentation / detection always fine-tune.")
+@click.option("--epochs", type=int, default=None,
+              help="Fine-tuning epochs [default: 150 classification (paper), 50 segmentation "
+                   "(PSPNet VOC), 12 detection (COCO 1x)].")
+@click.option("--batch-size", type=int, default=None,
+              help="[default: 64 classification, 16 segmentation / detection]")
+@click.option("--lr", type=float, default=None,
+              help="Fine-tuning learning rate [default: 0.001 / 0.01 / 0.02 by task].")
+@click.option("--weight-decay", type=float, default=None,
+              help="[default: 5e-4 classification, 1e-4 segmentation / detection]")
 @click.option("--momentum", default=0.9, show_default=True)
-@click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default="step",
-              show_default=True, help="step: x0.1 every --lr-step epochs (default: each third).")
+@click.option("--schedule", type=click.Choice(["step", "cosine", "constant", "poly",
+                                               "multistep"]), default=None,
+              help="step: x0.1 every --lr-step epochs (default: each third); poly: (1-t)^0.9; "
+                   "multistep: x0.1 at 2/3 and 8/9 [default: step / poly / multistep by task].")
 @click.option("--lr-step", type=float, default=None, help="Epochs between x0.1 steps.")
 @click.option("--image-size", type=int, default=None,
-              help="Input size S (default: the student's pre-training size, else 224).")
+              help="Input size S; segmentation: the crop; detection: the longer side "
+                   "[default: the student's pre-training size (classification), else from the "
+                   "data: median image side rounded to 8].")
+@click.option("--seg-head", type=click.Choice(["psp", "deeplabv3", "fcn"]), default="psp",
+              show_default=True, help="Segmentation head (PSP: the paper's PSPNet).")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds,
               help="Comma-separated seeds; results report mean ± std over them.")
 @click.option("--test-fraction", default=0.2, show_default=True,
@@ -58,7 +75,8 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
 def transfer(as_json, **kw):
-    """Linear-probe or fine-tune a student on a downstream dataset (mean ± std over seeds)."""
+    """Transfer a student to a downstream task (mean ± std over seeds): classification (linear
+    probe or fine-tune), segmentation (mIoU) or detection (AP)."""
     from .transfer import TransferConfig
     from .transfer import transfer as run
     emit(run(TransferConfig(**kw)), as_json)
@@ -66,8 +84,10 @@ def transfer(as_json, **kw):
 
 @main.command()
 @click.argument("result_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--metric", type=click.Choice(["final", "best"]), default="final",
-              show_default=True, help="Fine-tuning: final-epoch or best-epoch (paper) top-1.")
+@click.option("--metric", default="final", show_default=True,
+              help="final (top-1, final epoch; mIoU / AP for segmentation / detection), best "
+                   "(best-epoch top-1, paper), balanced, class:NAME (per-class accuracy), "
+                   "miou, pixel_acc, ap, ap50, ap75.")
 @click.option("--csv", "csv_path", type=click.Path(), default=None, help="Also write CSV here.")
 @click.option("--markdown", type=click.Path(), default=None, help="Also write Markdown here.")
 @click.option("--plot", type=click.Path(), default=None, help="Bar chart PNG (needs matplotlib).")

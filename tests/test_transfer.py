@@ -93,11 +93,30 @@ def test_accuracy_on_known_predictions():
     x = preds.view(-1, 1, 1, 1).expand(-1, 3, 1, 1).contiguous()
     y = torch.tensor([0, 1, 2, 0, 1, 0, 1, 2])  # 6 of 8 right
     batches = [(x[:3], y[:3]), (x[3:], y[3:])]
-    assert ft.evaluate(Fixed(), batches, torch.device("cpu"), "fp32") == pytest.approx(75.0)
+    r = ft.evaluate(Fixed(), batches, torch.device("cpu"), "fp32", ["a", "b", "c"])
+    assert r["test_top1"] == pytest.approx(75.0)
+    # by hand: class a (y at 0, 3, 5) predicted 0, 2, 0 -> 2/3; b (1, 4, 6) -> 1, 1, 0 -> 2/3;
+    # c (2, 7) -> 2, 2 -> 1; balanced = mean of the three recalls = 7/9
+    assert r["test_balanced"] == pytest.approx(700 / 9)
+    assert r["test_per_class"] == pytest.approx({"a": 200 / 3, "b": 200 / 3, "c": 100.0})
     assert linear.accuracy([1, 2, 3], [1, 0, 3]) == pytest.approx(200 / 3)
     s = ft.summarize([{"epoch": 1, "test_top1": 50.0}, {"epoch": 2, "test_top1": 80.0},
                       {"epoch": 3, "test_top1": 80.0}, {"epoch": 4, "test_top1": 60.0}])
     assert (s["final_top1"], s["best_top1"], s["best_epoch"]) == (60.0, 80.0, 2)
+
+
+def test_balanced_accuracy_on_known_confusion():
+    from kdep_cache.transfer import metrics
+    # 4:1 imbalance, the majority class always predicted: confusion [[8, 0], [2, 0]]
+    y, pred = [0] * 8 + [1] * 2, [0] * 10
+    assert metrics.confusion(pred, y, 2).tolist() == [[8, 0], [2, 0]]
+    assert metrics.accuracy(pred, y) == pytest.approx(80.0)
+    assert metrics.balanced_accuracy(pred, y, 2) == pytest.approx(50.0)  # (8/8 + 0/2) / 2
+    assert metrics.per_class_accuracy(pred, y, ["maj", "min"]) == {"maj": 100.0, "min": 0.0}
+    # confusion [[3, 1, 0], [1, 1, 0], [0, 0, 0]]: recalls 3/4, 1/2, class 2 absent -> 62.5
+    y, pred = [0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 0, 1]
+    assert metrics.balanced_accuracy(pred, y, 3) == pytest.approx(62.5)
+    assert metrics.per_class_accuracy(pred, y, ["a", "b", "c"])["c"] is None
 
 
 def test_aggregate_mean_std():
@@ -330,7 +349,9 @@ def test_compare_table(tmp_path, monkeypatch):
     assert_one_line_error(cli("compare", *dirs, "--plot", tmp_path / "p.png"),
                           "pip install matplotlib")
     assert_one_line_error(cli("compare", dirs[0], dirs[0]), "give one of them another --label")
-    assert_one_line_error(cli("compare", tmp_path / "nothing"), "no results.json")
+    assert_one_line_error(cli("compare", tmp_path / "nothing"), "nothing does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(cli("compare", tmp_path / "empty"), "no results.json (is the transfer")
 
 
 def test_compare_finetune_best_vs_final(tmp_path):

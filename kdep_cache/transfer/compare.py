@@ -1,11 +1,19 @@
 """``compare``: several ``results.json`` -> one table (rows = students, columns = datasets +
-mean, cells = mean ± std over seeds) as aligned text, CSV, Markdown, and an optional chart."""
+mean, cells = mean ± std over seeds) as aligned text, CSV, Markdown, and an optional chart.
+
+``--metric``: ``final`` (each result's headline: top-1 at the final epoch or of the linear
+probe; mIoU for segmentation; AP for detection), ``best`` (best-epoch top-1, the paper's
+fine-tuning number; dense results have only a final score), ``balanced`` (balanced
+accuracy), ``class:NAME`` (that class's accuracy), ``miou``, ``pixel_acc``, ``ap``, ``ap50``,
+``ap75``. Columns whose unit is not top-1 carry it in their name (``voc mIoU``)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +23,13 @@ from ..fsio import atomic_write, read_json
 from .run import RESULTS
 
 MEAN = "mean"
-METRICS = {"final": {"linear": "test_top1", "finetune": "final_top1"},
-           "best": {"linear": "test_top1", "finetune": "best_top1"}}
+METRICS = ("final", "best", "balanced", "class:NAME", "miou", "pixel_acc", "ap", "ap50", "ap75")
+TOP1 = "top-1"
+DENSE = {"segmentation": {"final": "miou", "best": "miou", "miou": "miou",
+                          "pixel_acc": "pixel_acc"},
+         "detection": {"final": "ap", "best": "ap", "ap": "ap", "ap50": "ap50", "ap75": "ap75"}}
+UNITS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "ap": "AP", "ap50": "AP50",
+         "ap75": "AP75"}
 
 
 @dataclass
@@ -36,15 +49,19 @@ class Table:
     rows: list[str]
     columns: list[str]
     cells: dict  # (row, column) -> Cell
+    units: list = field(default_factory=lambda: [TOP1])
 
     @property
     def title(self) -> str:
-        which = "final epoch" if self.metric == "final" else "best epoch (as in the paper)"
-        return f"test top-1 % (mean ± std over seeds; linear probe, or fine-tuning {which})"
+        which = "best epoch (as in the paper)" if self.metric == "best" else "final epoch"
+        return (f"test {' / '.join(self.units)} % (mean ± std over seeds; linear probe, or "
+                f"fine-tuning {which})")
 
 
 def load_result(path: str | Path) -> dict:
     p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path} does not exist")
     p = p / RESULTS if p.is_dir() else p
     if not p.is_file():
         raise InputError(f"{path} holds no {RESULTS} (is the transfer finished?)")
@@ -57,24 +74,29 @@ def load_result(path: str | Path) -> dict:
 
 def build_table(paths: list[str], metric: str = "final") -> Table:
     """Collect ``paths`` (result dirs or files) into a :class:`Table`."""
-    if metric not in METRICS:
-        raise InputError(f"--metric must be one of {', '.join(METRICS)}")
+    if metric not in METRICS and not (metric.startswith("class:") and len(metric) > 6):
+        raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not paths:
         raise InputError("compare needs at least one RESULT_DIR")
     results = [load_result(p) for p in paths]
-    mixed = len({r["protocol"]["mode"] for r in results}) > 1
+    classif = [r for r in results if r["protocol"].get("task", "classification") not in DENSE]
+    mixed = len({r["protocol"]["mode"] for r in classif}) > 1  # dense tasks always fine-tune
     names: dict[str, set] = {}
     for r in results:
         names.setdefault(Path(r["dataset"]["path"]).name, set()).add(r["dataset"]["fingerprint"])
-    rows, columns, cells, where = [], [], {}, {}
+    rows, columns, cells, where, units = [], [], {}, {}, []
     for r in results:
-        row = r["student"]["label"] + (f" [{r['protocol']['mode']}]" if mixed else "")
+        row = r["student"]["label"] + (f" [{r['protocol']['mode']}]" if mixed and r in classif
+                                       else "")
         col = Path(r["dataset"]["path"]).name
         if len(names[col]) > 1:
             col += f"@{r['dataset']['fingerprint'][:8]}"
-        key = METRICS[metric][r["protocol"]["mode"]]
-        s = r["summary"][key]
-        by_seed = {int(x["seed"]): float(x[key]) for x in r["seeds"]}
+        unit, by_seed = seed_values(r, metric)
+        col += "" if unit == TOP1 else f" {unit}"
+        units += [unit] if unit not in units else []
+        vals = list(by_seed.values())
+        s = {"mean": statistics.fmean(vals), "n": len(vals),
+             "std": statistics.stdev(vals) if len(vals) > 1 else None}
         if (row, col) in cells:  # the same label from another run: merge its seeds
             old = cells[row, col].by_seed
             if set(old) & set(by_seed):
@@ -92,7 +114,44 @@ def build_table(paths: list[str], metric: str = "final") -> Table:
         mean = _row_mean([cells.get((row, c)) for c in columns])
         if mean is not None:
             cells[row, MEAN] = mean
-    return Table(metric, rows, columns + [MEAN], cells)
+    return Table(metric, rows, columns + [MEAN], cells, units)
+
+
+def seed_values(r: dict, metric: str) -> tuple[str, dict]:
+    """(unit label, {seed: value}) of ``metric`` in the result ``r``."""
+    task, mode = r["protocol"].get("task", "classification"), r["protocol"]["mode"]
+    name = None
+    if task in DENSE:
+        key = DENSE[task].get(metric)
+        unit = UNITS.get(key)
+    elif metric in ("final", "best"):
+        key = "test_top1" if mode == "linear" else f"{metric}_top1"
+        unit = TOP1
+    elif metric == "balanced":
+        key, unit = ("test" if mode == "linear" else "final") + "_balanced", "balanced acc."
+    elif metric.startswith("class:"):
+        name = metric[6:]
+        key, unit = ("test" if mode == "linear" else "final") + "_per_class", f"{name} acc."
+    else:
+        key = None
+    if key is None:
+        raise InputError(f"--metric {metric} does not apply to {r['_path']} (a {task} result)")
+    out = {}
+    for x in r["seeds"]:
+        v = x.get(key)
+        if v is None:
+            raise ArtifactError(f"{r['_path']} records no {key} (written by an older version, "
+                                "or the run has no such score): rerun the transfer")
+        if name is not None:
+            if name not in v:
+                raise InputError(f"--metric {metric}: {r['_path']} has no class {name!r} "
+                                 f"(classes: {', '.join(list(v)[:8])})")
+            v = v[name]
+            if v is None:
+                raise InputError(f"--metric {metric}: class {name!r} has no test image in "
+                                 f"{r['_path']}")
+        out[int(x["seed"])] = float(v)
+    return unit, out
 
 
 def _row_mean(row: list[Cell | None]) -> Cell | None:
@@ -146,6 +205,7 @@ def to_csv(t: Table) -> str:
 
 def plot(t: Table, path: str | Path) -> None:
     """Grouped bar chart (one group per column, one bar per student, std error bars)."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # no font_manager INFO lines
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -154,7 +214,8 @@ def plot(t: Table, path: str | Path) -> None:
         raise InputError("--plot needs matplotlib: pip install matplotlib (or "
                          "pip install 'kdep-cache[plot]')") from None
     width = 0.8 / max(len(t.rows), 1)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(t.columns) * max(1, len(t.rows)) / 2), 4))
+    fig_w = max(4.0, 1.2 * len(t.columns) * max(1, len(t.rows)) / 2)
+    fig, ax = plt.subplots(figsize=(fig_w, 4))
     for i, row in enumerate(t.rows):
         xs = [j + (i - (len(t.rows) - 1) / 2) * width for j, c in enumerate(t.columns)
               if (row, c) in t.cells]
@@ -162,8 +223,8 @@ def plot(t: Table, path: str | Path) -> None:
         ax.bar(xs, [c.mean for c in cs], width, yerr=[c.std or 0.0 for c in cs], capsize=3,
                label=row)
     ax.set_xticks(range(len(t.columns)), t.columns)
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(t.title, fontsize=8)
+    ax.set_ylabel(f"test {' / '.join(t.units)} (%)")
+    ax.set_title(textwrap.fill(t.title, width=int(fig_w * 13)), fontsize=8)  # never cut
     ax.legend(fontsize=8)
     fig.tight_layout()
     fmt = Path(path).suffix.lstrip(".").lower() or "png"

@@ -16,14 +16,15 @@ from ..runtime import autocast, prepare_model
 from ..train.loop import Schedule, load_checkpoint, rewrite_metrics, sgd, train
 from ..train.objectives import Supervised
 from .data import Batches, Downstream, test_transform, train_transform
-from .linear import accuracy
+from .metrics import scores
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def evaluate(net: FeatureNet, batches, device: torch.device, precision: str) -> float:
-    """Top-1 (percent) of ``net``'s logits over ``batches`` of ``(x, y)``."""
+def evaluate(net: FeatureNet, batches, device: torch.device, precision: str,
+             classes: list[str]) -> dict:
+    """``test_top1``, ``test_balanced``, ``test_per_class`` (percent) of ``net``'s logits."""
     was_training = net.training
     net.eval()
     preds, targets = [], []
@@ -35,8 +36,8 @@ def evaluate(net: FeatureNet, batches, device: torch.device, precision: str) -> 
         targets.append(y)
     net.train(was_training)
     if not preds:
-        return float("nan")
-    return accuracy(torch.cat(preds).numpy(), torch.cat(targets).numpy())
+        return {"test_top1": float("nan")}
+    return scores(torch.cat(preds).numpy(), torch.cat(targets).numpy(), classes)
 
 
 def summarize(history: list[dict]) -> dict:
@@ -45,23 +46,34 @@ def summarize(history: list[dict]) -> dict:
     if not accs:
         raise InputError("fine-tuning produced no evaluated epoch")
     best_epoch, best = max(accs, key=lambda e: (e[1], -e[0]))  # earliest epoch among ties
+    last = [r for r in history if "test_top1" in r][-1]
     return {"final_top1": accs[-1][1], "best_top1": best, "best_epoch": best_epoch,
+            "final_balanced": last.get("test_balanced"),
+            "final_per_class": last.get("test_per_class"),
             "epochs": accs[-1][0], "final_train_loss": history[-1].get("loss")}
 
 
-def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, seed: int,
-             device: torch.device, precision: str, resume: bool, p: dict) -> dict:
-    """Fine-tune ``net`` on ``data`` with the protocol ``p``; checkpoints in ``run_dir``."""
+def start_state(run_dir: Path, settings: dict, resume: bool, what: str = "fine-tune"
+                ) -> dict | None:
+    """The checkpoint to resume from (refused without ``--resume``); a fresh run drops an old
+    metrics.jsonl, a resumed one keeps exactly the checkpointed epochs."""
     run_dir.mkdir(parents=True, exist_ok=True)
     start = load_checkpoint(run_dir, settings)
     if start is not None and not resume:
-        raise InputError(f"{run_dir} holds an interrupted fine-tune (epoch {start['epoch']}): "
+        raise InputError(f"{run_dir} holds an interrupted {what} (epoch {start['epoch']}): "
                          "add --resume to continue it, or use a new --out")
     if start is not None:
         rewrite_metrics(run_dir, json.loads(start["history"]))
         log.info("resuming %s at epoch %d", run_dir, int(start["epoch"]))
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()
+    return start
+
+
+def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, seed: int,
+             device: torch.device, precision: str, resume: bool, p: dict) -> dict:
+    """Fine-tune ``net`` on ``data`` with the protocol ``p``; checkpoints in ``run_dir``."""
+    start = start_state(run_dir, settings, resume)
     size, mean, std = p["image_size"], p["mean"], p["std"]
     pin = device.type == "cuda"
     test = Batches(data.test, test_transform(size, mean, std), size, p["batch_size"],
@@ -78,9 +90,10 @@ def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, s
     opt = sgd(net.parameters(), p["lr"], p["momentum"], p["weight_decay"])
     schedule = Schedule(p["epochs"], p["lr"], p["schedule"], p["lr_step"])
     history = train(net, objective, batches, opt, schedule, run_dir, settings, device, precision,
-                    start, on_epoch_end=lambda e: {"test_top1": evaluate(net, test, device,
-                                                                         precision)},
+                    start, on_epoch_end=lambda e: evaluate(net, test, device, precision,
+                                                   data.classes),
                     desc=f"finetune seed {seed}")
     return {"seed": seed, **summarize(history), "history": [
-        {k: r.get(k) for k in ("epoch", "loss", "acc", "lr", "test_top1", "seconds")}
+        {k: r.get(k) for k in ("epoch", "loss", "acc", "lr", "test_top1", "test_balanced",
+                               "seconds")}
         for r in history]}

@@ -1,13 +1,17 @@
-"""``transfer``: one student x one downstream dataset x several seeds -> ``results.json``."""
+"""``transfer``: one student x one downstream dataset x several seeds -> ``results.json``.
+
+``--task classification`` (default: linear probe or fine-tune, :mod:`.linear` /
+:mod:`.finetune`), ``segmentation`` or ``detection`` (always fine-tuned, :mod:`.dense`)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
@@ -18,11 +22,28 @@ from ..train.student import default_precision
 from .data import Batches, open_downstream, test_transform
 from .finetune import finetune
 from .linear import C_GRID, MAX_ITER, VAL_FRACTION, extract_features, linear_probe
+from .sizes import image_sides, size_from_sides
 from .students import leaked, resolve_student
 
 log = logging.getLogger(__name__)
 RESULTS = "results.json"
 MODES = ("linear", "finetune")
+
+
+TASKS = ("classification", "segmentation", "detection")
+# Defaults per task (None in TransferConfig = take these). Classification: the paper's
+# fine-tuning (150 epochs, lr x0.1 at each third). Segmentation: PSPNet on VOC (batch 16,
+# lr 0.01, poly, 50 epochs, wd 1e-4). Detection: detectron2's COCO 1x (batch 16, lr 0.02,
+# ~12 epochs, steps at 2/3 and 8/9, wd 1e-4). Small sets need fewer epochs / a smaller batch:
+# pass them.
+TASK_DEFAULTS = {
+    "classification": {"mode": "linear", "epochs": 150, "batch_size": 64, "lr": 0.001,
+                       "weight_decay": 5e-4, "schedule": "step"},
+    "segmentation": {"mode": "finetune", "epochs": 50, "batch_size": 16, "lr": 0.01,
+                     "weight_decay": 1e-4, "schedule": "poly"},
+    "detection": {"mode": "finetune", "epochs": 12, "batch_size": 16, "lr": 0.02,
+                  "weight_decay": 1e-4, "schedule": "multistep"},
+}
 
 
 @dataclass
@@ -32,15 +53,16 @@ class TransferConfig:
     out: str
     arch: str | None = None
     label: str | None = None
-    mode: str = "linear"
-    epochs: int = 150              # paper: 150 epochs, lr x0.1 at epoch 50
-    batch_size: int = 64
-    lr: float = 0.001
-    weight_decay: float = 5e-4
+    task: str = "classification"
+    mode: str | None = None        # None: TASK_DEFAULTS (linear for classification)
+    epochs: int | None = None      # paper: 150 epochs, lr x0.1 at epoch 50 (classification)
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
     momentum: float = 0.9
-    schedule: str = "step"         # step: x0.1 every --lr-step epochs (default: each third)
+    schedule: str | None = None    # step: x0.1 every --lr-step epochs (default: each third)
     lr_step: float | None = None
-    image_size: int | None = None  # default: the student's pre-training size, else 224
+    image_size: int | None = None  # default: the student's pre-training size, else the data's
     seeds: tuple = (0, 1, 2)
     test_fraction: float = 0.2     # only for a dataset without train/test folders
     split_seed: int = 0
@@ -49,13 +71,27 @@ class TransferConfig:
     precision: str = "auto"
     resume: bool = False
     allow_leakage: bool = False
+    seg_head: str = "psp"          # psp (paper) | deeplabv3 | fcn
+
+
+def resolved(cfg: TransferConfig) -> TransferConfig:
+    """``cfg`` with every None default replaced by its task's default."""
+    if cfg.task not in TASKS:
+        raise InputError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    d = TASK_DEFAULTS[cfg.task]
+    return replace(cfg, **{k: v for k, v in d.items() if getattr(cfg, k) is None})
 
 
 def _check(cfg: TransferConfig) -> None:
     if cfg.mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    if cfg.task != "classification" and cfg.mode != "finetune":
+        raise InputError(f"--mode {cfg.mode} is for classification; {cfg.task} always "
+                         "fine-tunes (drop --mode)")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.workers < 0:
         raise InputError("--epochs and --batch-size must be >= 1, --workers >= 0")
+    if cfg.task == "segmentation" and cfg.batch_size < 2:
+        raise InputError("--batch-size must be >= 2 for segmentation (BatchNorm in the head)")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise InputError(f"--seeds must be distinct integers, got {list(cfg.seeds)}")
     if cfg.image_size is not None and cfg.image_size < 16:
@@ -69,11 +105,13 @@ def aggregate(values: list[float]) -> dict:
             else None, "n": len(vals), "values": vals}
 
 
-def _protocol(cfg: TransferConfig, size: int, mean, std, precision: str) -> dict:
-    p = {"mode": cfg.mode, "image_size": size, "mean": mean, "std": std,
+def _protocol(cfg: TransferConfig, size: int, source: str, mean, std, precision: str) -> dict:
+    p = {"task": "classification", "mode": cfg.mode, "image_size": size,
+         "image_size_source": source, "mean": mean, "std": std,
          "test_transform": f"Resize({int(round(size * 256 / 224))}) + CenterCrop({size})",
          "features": "post (pooled, final activation applied)", "precision": precision,
-         "batch_size": cfg.batch_size, "seeds": list(cfg.seeds), "unit": "top-1 percent"}
+         "batch_size": cfg.batch_size, "seeds": list(cfg.seeds), "unit": "top-1 percent",
+         "metrics": "top-1, balanced accuracy (mean per-class recall), per-class accuracy"}
     if cfg.mode == "linear":
         p.update(classifier="StandardScaler + LogisticRegression(lbfgs)", max_iter=MAX_ITER,
                  c_grid=list(C_GRID), c_selection=f"stratified {VAL_FRACTION:.0%} of train")
@@ -85,11 +123,19 @@ def _protocol(cfg: TransferConfig, size: int, mean, std, precision: str) -> dict
     return p
 
 
-def transfer(cfg: TransferConfig) -> dict:
-    """Run every seed of ``cfg`` and write ``RESULT_DIR/results.json`` atomically."""
-    _check(cfg)
-    student = resolve_student(cfg.student, cfg.arch, cfg.label)
-    data = open_downstream(cfg.data, cfg.test_fraction, cfg.split_seed)
+def input_size(cfg: TransferConfig, student, files: list[str], task: str) -> tuple[int, str]:
+    """S and where it came from: --image-size, the student's sidecar (classification only;
+    dense tasks use their own resolution), or the data (:mod:`.sizes`)."""
+    if cfg.image_size:
+        return cfg.image_size, "--image-size"
+    if task == "classification" and student.image_size:
+        return int(student.image_size), "student sidecar (pre-training size)"
+    sides = image_sides(files, longer=task == "detection")
+    side = "longer" if task == "detection" else "shorter"
+    return size_from_sides(sides, task), f"data: median {side} side of {len(sides)} images"
+
+
+def _leakage(cfg: TransferConfig, student, data) -> tuple[bool, list[str]]:
     checked, overlap = leaked((student.sidecar or {}).get("lineage"), data.test_files())
     if overlap:
         msg = (f"LEAKAGE: {len(overlap)} of the {len(data.test)} downstream test images were "
@@ -97,15 +143,46 @@ def transfer(cfg: TransferConfig) -> dict:
         log.warning("%s", msg)
         if not cfg.allow_leakage:
             raise InputError(msg + "; refusing: use a disjoint test split, or --allow-leakage")
+    return checked, overlap
+
+
+def transfer(cfg: TransferConfig) -> dict:
+    """Run every seed of ``cfg`` and write ``RESULT_DIR/results.json`` atomically."""
+    cfg = resolved(cfg)
+    _check(cfg)
+    student = resolve_student(cfg.student, cfg.arch, cfg.label)
+    if cfg.task == "classification":
+        data = open_downstream(cfg.data, cfg.test_fraction, cfg.split_seed)
+        files = [os.path.join(data.train.root, p) for p in data.train.paths]
+    else:
+        from .layouts import open_dense
+        data = open_dense(cfg.data, cfg.task)
+        files = [os.path.join(data.path, s.image) for s in data.train]
+    checked, overlap = _leakage(cfg, student, data)
     device = resolve_device(cfg.device)
-    size = cfg.image_size or student.image_size or 224
-    precision = default_precision(device, size) if cfg.precision == "auto" else cfg.precision
-    autocast(device, precision)  # refuse e.g. fp16 on CPU before any work
+    size, source = input_size(cfg, student, files, cfg.task)
     mean, std = student.mean_std
-    protocol = _protocol(cfg, size, mean, std, precision)
+    out = Path(cfg.out)
+    if cfg.task == "classification":
+        precision = default_precision(device, size) if cfg.precision == "auto" else cfg.precision
+        autocast(device, precision)  # refuse e.g. fp16 on CPU before any work
+        protocol = _protocol(cfg, size, source, mean, std, precision)
+        keys = (("test_top1", "test_balanced") if cfg.mode == "linear" else
+                ("final_top1", "best_top1", "final_balanced"))
+
+        def run_seeds(settings):
+            return (_linear(student, data, protocol, cfg, device, precision)
+                    if cfg.mode == "linear" else
+                    _finetune(student, data, protocol, settings, cfg, out, device, precision))
+    else:
+        from . import dense
+        protocol, keys = dense.protocol(cfg, student, size, source, device)
+        precision = protocol["precision"]
+
+        def run_seeds(settings):
+            return dense.run_seeds(student, data, protocol, settings, cfg, out, device)
     settings = json.loads(json.dumps({
         "student": student.to_json(), "dataset": data.to_json(), "protocol": protocol}))
-    out = Path(cfg.out)
     with writer_lock(out):
         if (out / RESULTS).is_file():
             done = read_json(out / RESULTS)
@@ -115,11 +192,8 @@ def transfer(cfg: TransferConfig) -> dict:
             raise InputError(f"{out} already holds transfer results with other settings; use "
                              "a new --out")
         t0 = time.perf_counter()
-        per_seed = (_linear(student, data, protocol, cfg, device, precision)
-                    if cfg.mode == "linear" else
-                    _finetune(student, data, protocol, settings, cfg, out, device, precision))
+        per_seed = run_seeds(settings)
         secs = time.perf_counter() - t0
-        keys = ("test_top1",) if cfg.mode == "linear" else ("final_top1", "best_top1")
         result = {"format": TRANSFER, "format_version": FORMAT_VERSION, **settings,
                   "settings_fingerprint": fingerprint(settings),
                   "leakage": {"checked": checked, "overlap": len(overlap),
@@ -136,7 +210,7 @@ def transfer(cfg: TransferConfig) -> dict:
 
 def _headline(r: dict) -> dict:
     head = {"student": r["student"]["label"], "dataset": Path(r["dataset"]["path"]).name,
-            "mode": r["protocol"]["mode"], "classes": r["dataset"]["n_classes"],
+            "task": r["protocol"].get("task", "classification"), "mode": r["protocol"]["mode"], "classes": r["dataset"]["n_classes"],
             "train/test": f"{r['dataset']['n_train']}/{r['dataset']['n_test']}"}
     for k, s in r["summary"].items():
         std = "" if s["std"] is None else f" ± {s['std']:.2f}"
@@ -156,7 +230,7 @@ def _linear(student, data, protocol, cfg, device, precision) -> list[dict]:
                                                    pin=pin), device, precision, desc=name)
                      for name, split in (("train", data.train), ("test", data.test))]
             del net
-        r = linear_probe(feats[0], feats[1], seed)
+        r = linear_probe(feats[0], feats[1], seed, classes=data.classes)
         r["seconds"] = round(time.perf_counter() - t0, 2)
         log.info("seed %d: linear test top-1 %.2f (C=%g)", seed, r["test_top1"], r["C"])
         results.append(r)

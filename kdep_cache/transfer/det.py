@@ -1,0 +1,167 @@
+"""Object-detection transfer: torchvision's Faster R-CNN on the student backbone + FPN, trained
+through the shared loop and scored by COCO AP / AP50 / AP75 (pycocotools).
+
+- Backbone as torchvision builds it for a pre-trained network: BatchNorm frozen
+  (``FrozenBatchNorm2d`` holding the student's statistics) and the stem + first stage frozen
+  (3 trainable stages). A ``random:NAME`` student gets trainable BatchNorm and all stages
+  trainable, as torchvision does without weights. ResNets feed a 4-level FPN (+ max-pool
+  level), MobileNets a 2-level FPN on their last two stages (+ pool), as in
+  ``fasterrcnn_mobilenet_v3_large_fpn``.
+- Input: every image letterboxed so its longer side is S (``min_size = max_size = S`` in
+  torchvision's transform); anchor sizes 32..512 are scaled by S / 800 (torchvision's default
+  resolution) below 800 px, so they keep covering objects of a small image.
+- Training: horizontal flip; boxes marked difficult / iscrowd are left out of the loss and
+  passed to the evaluator as ignored. SGD + multistep lr with warm-up, fp32.
+- The loop's contract is ``model(x) -> out`` then ``objective(out, target) -> loss``, but a
+  Faster R-CNN computes its losses inside ``forward`` from the targets. So :class:`DetNet`'s
+  forward only hands the images on, and :class:`DetLoss` (which holds the detector, outside its
+  own state_dict) calls it with the targets. Targets travel as one padded tensor
+  ``B x N x 5`` (label, x1, y1, x2, y2; label 0 = padding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
+from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.transforms import functional as TF
+
+from ..images import BadImage, load_rgb
+from ..train.objectives import Objective
+from .dense_metrics import coco_ap
+
+ANCHORS = (32, 64, 128, 256, 512)
+ASPECTS = (0.5, 1.0, 2.0)
+REFERENCE_SIZE = 800
+TRAINABLE = 3
+
+
+def freeze_bn(net: nn.Module) -> nn.Module:
+    """In place: every BatchNorm2d -> FrozenBatchNorm2d with the same affine + statistics."""
+    for name, m in list(net.named_children()):
+        if isinstance(m, nn.BatchNorm2d):
+            f = FrozenBatchNorm2d(m.num_features, eps=m.eps)
+            for k in ("weight", "bias", "running_mean", "running_var"):
+                getattr(f, k).copy_(getattr(m, k).detach())
+            setattr(net, name, f)
+        else:
+            freeze_bn(m)
+    return net
+
+
+def anchor_sizes(size: int) -> tuple:
+    f = min(1.0, size / REFERENCE_SIZE)
+    return tuple(max(4, int(round(a * f))) for a in ANCHORS)
+
+
+def build_detector(net: nn.Module, family: str, n_classes: int, size: int, mean, std,
+                   pretrained: bool) -> FasterRCNN:
+    """Faster R-CNN (``n_classes`` + background) on the torchvision classifier ``net``."""
+    sizes = anchor_sizes(size)
+    if pretrained:
+        freeze_bn(net)
+    if family == "resnet":
+        backbone = _resnet_fpn_extractor(net, TRAINABLE if pretrained else 5)
+        anchors = AnchorGenerator(tuple((s,) for s in sizes), (ASPECTS,) * len(sizes))
+    else:
+        stages = 2 + sum(bool(getattr(b, "_is_cn", False)) for b in net.features)
+        backbone = _mobilenet_extractor(net, True, TRAINABLE if pretrained else stages)
+        anchors = AnchorGenerator((sizes,) * 3, (ASPECTS,) * 3)
+    return FasterRCNN(backbone, num_classes=n_classes + 1, min_size=size, max_size=size,
+                      image_mean=list(mean), image_std=list(std), rpn_anchor_generator=anchors)
+
+
+class DetNet(nn.Module):
+    """Holds the detector (so the loop trains, checkpoints and resumes it); see module doc."""
+
+    def __init__(self, detector: FasterRCNN):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x, want_logits: bool = False, want_post: bool = False):
+        return {"images": x}
+
+
+class DetLoss(Objective):
+    """Sum of Faster R-CNN's RPN and box-head losses for the padded targets."""
+
+    needs = "labels"
+
+    def __init__(self, net: DetNet):
+        super().__init__(1.0)
+        self._net = [net]  # a list: outside parameters() and state_dict()
+
+    def forward(self, out, target):
+        images = [im for im in out["images"]]
+        targets = []
+        for t in target:
+            keep = t[:, 0] > 0
+            targets.append({"labels": t[keep, 0].long(), "boxes": t[keep, 1:].float()})
+        parts = self._net[0].detector(images, targets)
+        loss = sum(parts.values())
+        return {"loss": loss, **parts}
+
+
+class DetDataset(Dataset):
+    """Training item -> (S x S letterboxed image in [0, 1], N x 5 boxes, error or "")."""
+
+    def __init__(self, root: str, samples, size: int):
+        self.root, self.samples, self.size = root, samples, size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, j: int):
+        s, size = self.samples[j], self.size
+        rows = [[lab, *b] for b, lab, ign in zip(s.boxes, s.labels, s.ignore or
+                                                 [False] * len(s.boxes)) if not ign]
+        t = torch.tensor(rows, dtype=torch.float32).reshape(-1, 5)
+        try:
+            img = load_rgb(f"{self.root}/{s.image}")
+        except BadImage as e:
+            return torch.zeros(3, size, size), t, f"{s.image}: {e}"
+        scale = size / max(img.size)
+        w, h = max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))
+        x = torch.zeros(3, size, size)
+        x[:, :h, :w] = TF.to_tensor(img.resize((w, h)))
+        t[:, 1:] *= torch.tensor([w / img.size[0], h / img.size[1]] * 2)
+        if torch.rand(()) < 0.5:  # flip the whole canvas (boxes in canvas coordinates)
+            x = x.flip(-1)
+            t[:, [1, 3]] = size - t[:, [3, 1]]
+        return x, t, ""
+
+
+def collate(items):
+    n = max([len(t) for _, t, _ in items] + [1])
+    pad = torch.zeros(len(items), n, 5)
+    for i, (_, t, _) in enumerate(items):
+        pad[i, :len(t)] = t
+    return torch.stack([x for x, _, _ in items]), pad, [r for _, _, r in items]
+
+
+def loader(root, samples, size, batch_size, workers, seed):
+    return DataLoader(DetDataset(root, samples, size), batch_size=batch_size, shuffle=True,
+                      num_workers=workers, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def evaluate(net: DetNet, root: str, samples, classes, device) -> dict:
+    """AP / AP50 / AP75 over ``samples`` (each image at its own size, boxes in its pixels)."""
+    det = net.detector
+    was = det.training
+    det.eval()
+    dets = []
+    for s in samples:
+        img = TF.to_tensor(load_rgb(f"{root}/{s.image}")).to(device)
+        o = det([img])[0]
+        dets += [{"image_id": s.id, "box": b.tolist(), "label": int(lab), "score": float(sc)}
+                 for b, lab, sc in zip(o["boxes"].cpu(), o["labels"].cpu(), o["scores"].cpu())]
+    det.train(was)
+    gt = [{"id": s.id, "width": s.width, "height": s.height, "boxes": s.boxes,
+           "labels": s.labels, "ignore": s.ignore} for s in samples]
+    return {**coco_ap(gt, dets, list(classes)), "detections": len(dets)}
