@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .checks import BACKGROUNDS, DEFAULT_BACKGROUND
+
 PARAM_FIELDS = ("top", "left", "height", "width", "src_h", "src_w", "flip",
                 "brightness", "contrast", "saturation", "jitter_order",
                 "light_a0", "light_a1", "light_a2")
@@ -43,16 +45,23 @@ class AugmentSpec:
     lighting: float = 0.05         # PCA lighting alpha std (paper: 0.05)
     center_crop: float = 0.875     # side fraction of the centre crop (224/256)
     center_view0: bool = False     # make view 0 of every image the centre crop
+    # RGB under transparent pixels (alpha images, SVG); the default is measured in
+    # benchmarks/results/background.json. Caches made before the option composited on black.
+    background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND]
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["scale"], d["ratio"] = list(self.scale), list(self.ratio)
+        d["background"] = [int(c) for c in self.background]
+        if d["background"] == [0, 0, 0]:  # black: specs written before the option read so
+            del d["background"]
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "AugmentSpec":
-        d = dict(d)
+        d = {"background": (0, 0, 0), **d}  # old caches (no key) composited on black
         d["scale"], d["ratio"] = tuple(d["scale"]), tuple(d["ratio"])
+        d["background"] = tuple(int(c) for c in d["background"])
         return cls(**d)
 
 

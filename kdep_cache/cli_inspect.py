@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .cli import _run, main
+from .cli_base import _run, main
 
 _SHOWN = ("kind", "format", "format_version", "complete", "fingerprint", "images", "views",
           "dim", "teacher_dim", "feature_dim", "dtype", "arrays", "shards", "skipped", "student",

@@ -1,14 +1,18 @@
 """Image discovery and robust decoding.
 
 An :class:`ImageList` is the sorted list of relative paths under a root (ids = positions),
-optional class labels from the first folder level, and a fingerprint. Decoding converts every
-mode to RGB, applies EXIF orientation, takes the first frame of animations and refuses
-decompression bombs; failures become a :class:`BadImage` with a reason, never a crash.
+optional class labels from the first folder level, and a fingerprint; it also records what
+the scan left out (files by extension, folders it could not list or did not follow).
+Decoding converts every mode to RGB (transparent pixels composited on a background colour),
+applies EXIF orientation, takes the first frame of animations, rasterises SVG through
+cairosvg when it is installed, and refuses decompression bombs; failures become a
+:class:`BadImage` with a reason, never a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -17,8 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from .checks import BACKGROUNDS, DEFAULT_BACKGROUND
 from .errors import InputError
+from .svg import SVG_EXTENSIONS, SVG_HINT, rasterise, svg_supported
 
+log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MAX_PIXELS = 89_478_485  # PIL's own default bomb limit; larger declared sizes are refused
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -34,6 +41,9 @@ class ImageList:
     paths: list[str]
     labels: list[int] = field(default_factory=list)  # -1 where unlabeled
     classes: list[str] = field(default_factory=list)
+    ignored: dict = field(default_factory=dict)        # extension -> files left out
+    ignored_files: list = field(default_factory=list)  # their relative paths
+    skipped_dirs: list = field(default_factory=list)   # {"path", "reason"}: not listed
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -44,11 +54,48 @@ class ImageList:
 
     def to_json(self) -> dict:
         return {"root": self.root, "paths": self.paths, "labels": self.labels,
-                "classes": self.classes, "fingerprint": self.fingerprint}
+                "classes": self.classes, "fingerprint": self.fingerprint,
+                "ignored": self.ignored, "ignored_files": self.ignored_files,
+                "skipped_dirs": self.skipped_dirs}
 
     @classmethod
     def from_json(cls, d: dict, root: str | None = None) -> "ImageList":
-        return cls(root or d["root"], list(d["paths"]), list(d["labels"]), list(d["classes"]))
+        return cls(root or d["root"], list(d["paths"]), list(d["labels"]), list(d["classes"]),
+                   dict(d.get("ignored") or {}), list(d.get("ignored_files") or []),
+                   list(d.get("skipped_dirs") or []))
+
+    def scan_record(self) -> dict:
+        """What the scan left out, for a summary and a manifest (counts, not every path)."""
+        rec = {"ignored": dict(sorted(self.ignored.items(), key=lambda kv: (-kv[1], kv[0]))),
+               "ignored_total": sum(self.ignored.values()),
+               "skipped_dirs": self.skipped_dirs}
+        if self.ignored.get(".svg"):
+            rec["note"] = f"{self.ignored['.svg']} SVG files ignored: {SVG_HINT}"
+        return rec
+
+    def scan_summary(self) -> str:
+        """One line: ``9000 ignored (.txt 5000, .wav 4000); 1 folder unlistable``."""
+        parts = []
+        if self.ignored:
+            by = ", ".join(f"{e} {n}" for e, n in self.scan_record()["ignored"].items())
+            parts.append(f"{sum(self.ignored.values())} files ignored ({by}; -v lists them)")
+        if self.skipped_dirs:
+            parts.append(f"{len(self.skipped_dirs)} folders not scanned (e.g. "
+                         f"{self.skipped_dirs[0]['path']}: {self.skipped_dirs[0]['reason']})")
+        if self.ignored.get(".svg"):
+            parts.append(f"SVG: {SVG_HINT}")
+        return "; ".join(parts) or "none"
+
+
+def image_extensions() -> tuple[str, ...]:
+    return IMAGE_EXTENSIONS + (SVG_EXTENSIONS if svg_supported() else ())
+
+
+def _ext(name: str) -> str:
+    if name.startswith("."):
+        return "(hidden)"
+    ext = os.path.splitext(name)[1].lower()
+    return ext or "(no extension)"
 
 
 def scan_images(root: str | os.PathLike, file_list: str | os.PathLike | None = None,
@@ -70,25 +117,51 @@ def scan_images(root: str | os.PathLike, file_list: str | os.PathLike | None = N
         if missing:
             raise InputError(f"{len(missing)} files of --file-list are not under {root}, "
                              f"e.g. {missing[:3]}")
+        report: tuple = ({}, [], [])
     else:
-        paths = []
-        for dirpath, dirnames, filenames in os.walk(rootp, followlinks=False):
-            dirnames.sort()
-            rel = Path(dirpath).relative_to(rootp)
-            for fn in filenames:
-                if fn.lower().endswith(IMAGE_EXTENSIONS) and not fn.startswith("."):
-                    paths.append((rel / fn).as_posix())
-        paths.sort()
+        paths, report = _walk(rootp)
     if not paths:
-        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+        raise InputError(f"no images ({', '.join(image_extensions())}) found under {root}"
+                         + (f"; {ImageList('', [], [], [], *report).scan_summary()}"
+                            if any(report) else ""))
     # class = first folder level; files at the top level of a class tree stay unlabeled (-1)
     classes = sorted({p.split("/")[0] for p in paths if "/" in p})
     cidx = {c: i for i, c in enumerate(classes)}
     labels = [cidx[p.split("/")[0]] if "/" in p else -1 for p in paths]
-    il = ImageList(str(rootp.resolve()), paths, labels, classes)
+    il = ImageList(str(rootp.resolve()), paths, labels, classes, *report)
+    if any(report):
+        log.info("scan of %s: %d images; %s", root, len(paths), il.scan_summary())
     if fraction is not None:
         il = class_balanced_subset(il, fraction, seed)
     return il
+
+
+def _walk(rootp: Path) -> tuple[list[str], tuple[dict, list, list]]:
+    """Image paths under ``rootp``, and what was left out: ``({ext: n}, [paths],
+    [{"path", "reason"}])`` for files by extension and folders not listed."""
+    exts, paths, ignored, ignored_files, skipped_dirs = image_extensions(), [], {}, [], []
+
+    def unlistable(err: OSError) -> None:
+        rel = Path(err.filename).relative_to(rootp).as_posix() if err.filename else "?"
+        skipped_dirs.append({"path": rel, "reason": f"cannot list: {err.strerror or err}"})
+        log.warning("cannot list folder %s: %s", err.filename, err.strerror or err)
+
+    for dirpath, dirnames, filenames in os.walk(rootp, onerror=unlistable, followlinks=False):
+        rel = Path(dirpath).relative_to(rootp)
+        for d in sorted(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):  # not followed (loops, escapes)
+                skipped_dirs.append({"path": (rel / d).as_posix(),
+                                     "reason": "symlinked folder, not followed"})
+        dirnames.sort()
+        for fn in filenames:
+            relp = (rel / fn).as_posix()
+            if fn.lower().endswith(exts) and not fn.startswith("."):
+                paths.append(relp)
+            else:
+                ignored[_ext(fn)] = ignored.get(_ext(fn), 0) + 1
+                ignored_files.append(relp)
+                log.debug("ignored (not an image extension): %s", relp)
+    return sorted(paths), (ignored, sorted(ignored_files), skipped_dirs)
 
 
 def class_balanced_subset(il: ImageList, fraction: float, seed: int) -> ImageList:
@@ -104,14 +177,21 @@ def class_balanced_subset(il: ImageList, fraction: float, seed: int) -> ImageLis
         keep.extend(rng.choice(idx, size=k, replace=False).tolist())
     keep.sort()
     return ImageList(il.root, [il.paths[i] for i in keep], [il.labels[i] for i in keep],
-                     il.classes)
+                     il.classes, il.ignored, il.ignored_files, il.skipped_dirs)
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` to an 8-bit RGB PIL image, or raise :class:`BadImage` with a reason."""
+def load_rgb(path: str | os.PathLike,
+             background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND]) -> Image.Image:
+    """Decode ``path`` to an 8-bit RGB PIL image, or raise :class:`BadImage` with a reason.
+    Transparent pixels are composited onto ``background`` (an RGB triple)."""
     try:
         if os.path.getsize(path) == 0:
             raise BadImage("zero-byte file")
+        if str(path).lower().endswith(SVG_EXTENSIONS):
+            try:
+                return _to_rgb(rasterise(path, MAX_PIXELS), background)
+            except ValueError as e:
+                raise BadImage(str(e)) from None
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
@@ -123,7 +203,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
                 im.seek(0)  # first frame of animations
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                return _to_rgb(im)
+                return _to_rgb(im, background)
     except BadImage:
         raise
     except Image.DecompressionBombError as e:
@@ -141,7 +221,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise BadImage(f"unreadable image: {type(e).__name__}: {e}") from None
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def _to_rgb(im: Image.Image, background: tuple = (0, 0, 0)) -> Image.Image:
     if im.mode == "RGB":
         return im.copy()
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -157,6 +237,6 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))  # transparent pixels become black
+        bg = Image.new("RGBA", im.size, (*(int(c) for c in background), 255))
         return Image.alpha_composite(bg, im).convert("RGB")
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV

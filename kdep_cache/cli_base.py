@@ -1,0 +1,103 @@
+"""The click group and the helpers every subcommand module uses (no subcommands here).
+
+Errors from the library (:class:`KdepError`) become one line on stderr and a non-zero exit;
+unexpected exceptions too (``--debug`` shows the traceback). Ctrl-C prints the exact command
+that resumes. Nothing here imports torch: option and path checks (:mod:`kdep_cache.checks`)
+run before a subcommand imports its stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shlex
+import sys
+
+import click
+
+from . import __version__
+from .errors import KdepError
+
+PROG = "kdep-cache"
+SAME_COMMAND_RESUMES = ("extract", "fit-svd")  # continue from the last shard when rerun
+
+
+class _Group(click.Group):
+    """Keeps the raw argument list, so an interrupted command can be printed back."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["kdep_argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def resume_command(ctx: click.Context) -> str | None:
+    """The shell-quoted command that continues an interrupted run of ``ctx``'s command:
+    the same command (extract, fit-svd), the same with ``--resume`` (commands that have that
+    flag), or None (read-only commands)."""
+    argv = list(ctx.meta.get("kdep_argv") or [])
+    if "resume" in ctx.params:
+        if "--resume" not in argv:
+            argv.append("--resume")
+    elif ctx.info_name not in SAME_COMMAND_RESUMES:
+        return None
+    return shlex.join([PROG, *argv])
+
+
+def _run(fn):
+    """Decorator: turn library errors into a one-line message + exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except KdepError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            cmd = resume_command(ctx)
+            click.echo("interrupted" + (f"; to resume, run: {cmd}" if cmd else ""), err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - last line of defence for the user interface
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the "
+                       "traceback, and please report it)", err=True)
+            ctx.exit(1)
+
+    return wrapper
+
+
+def emit(summary: dict, as_json: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=1, default=str))
+        return
+    for k, v in summary.items():
+        click.echo(f"{k:>18}: {v}")
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Default: kdep-cache's INFO lines only; ``-v``: its DEBUG lines too (e.g. every file
+    extract ignored); ``-vv``: DEBUG of every library; ``-q``: warnings and errors."""
+    own = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    root = logging.DEBUG if verbose > 1 else logging.WARNING
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(root)
+    logging.getLogger("kdep_cache").setLevel(own)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+@click.option("-v", "--verbose", count=True,
+              help="More log output: -v lists details (e.g. ignored files), -vv debug.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for internal errors.")
+def main(verbose: int, quiet: bool, debug: bool) -> None:
+    """kdep-cache: Knowledge Distillation as Efficient Pre-training with a feature cache.
+
+    extract -> fit-svd -> train-student -> transfer (see README.md).
+    """
+    configure_logging(verbose, quiet)

@@ -1,0 +1,37 @@
+"""Names defined once, torch-free: the choices the CLI offers and the artifact file names.
+
+The registries (``train.objectives``, ``align``, ``models.registry``) and the readers
+(``inspect``, ``verify``) import these, so ``kdep-cache --help`` and the argument checks of
+:mod:`kdep_cache.checks` need no torch import and cannot drift from what the library accepts.
+"""
+
+from __future__ import annotations
+
+# train-student --objective (train/objectives.py)
+OBJECTIVES = ("kdep", "conv1x1-pre", "conv1x1-post", "conv1x1-margin", "logits",
+              "supervised", "online")
+# fit-svd --aligner / --transform / --null (align.py)
+ALIGNERS = ("svd", "cs-var", "cs-rand", "interp", "identity")
+TRANSFORMS = ("pts", "sn", "sm", "none")
+NULLS = ("keep", "zero")
+# extract --augment (augment.py) and --dtype (features and targets)
+AUGMENT_KINDS = ("rrc", "center")
+STORAGE_DTYPES = ("float16", "float32")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# learning-rate schedules (train/loop.py) and transfer modes (transfer/run.py)
+SCHEDULES = ("step", "cosine", "constant")
+TRANSFER_MODES = ("linear", "finetune")
+# torchvision students (models/registry.py)
+KNOWN_STUDENTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                  "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
+                  "mobilenet_v3_small", "mobilenet_v3_large")
+
+# artifact file names (train/student.py, train/loop.py, transfer/run.py, cache/manifest.py)
+STUDENT_FILE = "student.pth"
+SIDECAR = "student.json"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+RESULTS = "results.json"
+CONFIG = "config.json"
+IMAGES = "images.json"
+PROJECTION_FILE = "projection.h5"
