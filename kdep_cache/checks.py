@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .errors import InputError
-from .names import KNOWN_STUDENTS
+from .names import HF_PREFIX, KNOWN_STUDENTS, TIMM_PREFIX
 
 SEED_MAX = 2**32 - 1
 MIN_IMAGE_SIZE = 32  # teachers and students downsample by 32
@@ -118,8 +118,12 @@ def fit_views(key: str, text: str) -> None:
 
 
 def student(key: str, name: str) -> None:
+    """A torchvision student name, or ``timm:NAME`` (that one is resolved by timm later)."""
+    if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
+        return
     if name not in KNOWN_STUDENTS:
-        raise InputError(f"unknown {flag(key)} {name!r}; known: {', '.join(KNOWN_STUDENTS)}")
+        raise InputError(f"unknown {flag(key)} {name!r}; known: {', '.join(KNOWN_STUDENTS)} "
+                         f"or {TIMM_PREFIX}NAME")
 
 
 def background(text) -> tuple[int, int, int]:
@@ -199,7 +203,12 @@ def check_paths(opts: dict, dirs=(), files=(), weights=()) -> None:
 # one call per command: options, then input paths (the CLI runs these before any import)
 def extract_args(o: dict) -> None:
     check_options(o)
-    check_paths(o, dirs=("data",), files=("file_list",), weights=("teacher", "teacher_weights"))
+    check_paths(o, dirs=("data",), files=("file_list",), weights=("teacher_weights",))
+    teacher = str(o.get("teacher") or "")
+    if teacher.startswith(HF_PREFIX):  # hf:DIR, a local Hugging Face folder
+        existing("teacher", teacher[len(HF_PREFIX):], "dir")
+    elif not teacher.startswith(TIMM_PREFIX):  # a TorchScript file, if it looks like a path
+        check_paths(o, weights=("teacher",))
 
 
 def fit_args(o: dict) -> None:

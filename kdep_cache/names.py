@@ -25,6 +25,8 @@ TRANSFER_MODES = ("linear", "finetune")
 KNOWN_STUDENTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                   "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
                   "mobilenet_v3_small", "mobilenet_v3_large")
+# students and teachers resolved by an ecosystem loader (models/timm_models.py, hf_models.py)
+TIMM_PREFIX, HF_PREFIX = "timm:", "hf:"
 
 # artifact file names (train/student.py, train/loop.py, transfer/run.py, cache/manifest.py)
 STUDENT_FILE = "student.pth"

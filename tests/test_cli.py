@@ -202,3 +202,15 @@ def test_ctrl_c_prints_the_exact_resume_command(dirs, monkeypatch, argv, expect)
     cmd = r.output.split("run: ", 1)[1].strip()
     assert shlex.split(cmd)[1:] == args + (["--resume"] if "train-student" in args
                                            and "--resume" not in args else [])
+
+
+def test_ecosystem_names_pass_the_torch_free_checks(tmp_path):
+    (tmp_path / "d").mkdir()
+    checks.train_args({"student": "timm:resnet18", "out": "x"})
+    checks.fit_args({"student": "timm:vit_tiny_patch16_224", "cache": str(tmp_path)})
+    checks.extract_args({"data": str(tmp_path / "d"), "teacher": "timm:vit_small"})
+    checks.extract_args({"data": str(tmp_path / "d"), "teacher": f"hf:{tmp_path}"})
+    with pytest.raises(InputError, match="--teacher /nonexistent/hf does not exist"):
+        checks.extract_args({"data": str(tmp_path / "d"), "teacher": "hf:/nonexistent/hf"})
+    with pytest.raises(InputError, match="unknown --student 'timm:'"):
+        checks.train_args({"student": "timm:", "out": "x"})
