@@ -19,15 +19,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .augment import PARAM_FIELDS, AugmentSpec
-from .cache.manifest import finalize_store, load_or_init_config, record_shard
+from .cache.manifest import finalize_store, load_or_init_config, record_shard, shard_done
 from .cache.schema import MANIFEST, RAW, shard_name
 from .cache.store import write_shard
 from .data import ViewDataset, collate, worker_init
+from .digest import SHA_BYTES
 from .errors import InputError
 from .fsio import writer_lock
+from .identity import ARRAYS as IDENTITY
+from .identity import check_finished_shards, record_in_images_json
 from .images import scan_images
 from .models import load_teacher
-from .models.registry import NORMALIZATIONS
 from .runtime import autocast, prepare_model, resolve_device, resolved_precision
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class ExtractConfig:
     save_logits: bool = False
     save_post: bool = False        # also cache pooled post-activation features (conv1x1-post)
     norm: str | None = None        # input normalization preset (default: the teacher's own)
+    teacher_feature: str | None = None  # ViT teachers: cls (default) or mean-patch
     shard_size: int = 1024         # images per shard
     chunk: int = 64                # views per teacher forward, fixed (padded) so results do not
                                    # depend on --batch-size (CPU kernels block by batch shape)
@@ -78,7 +81,8 @@ def extract(cfg: ExtractConfig) -> dict:
     """Run stage 1; return a summary dict. Raises :class:`KdepError` on bad input."""
     _validate(cfg)
     images = scan_images(cfg.data, cfg.file_list, cfg.fraction, cfg.seed)
-    teacher, tinfo = load_teacher(cfg.teacher, cfg.teacher_weights, cfg.norm)
+    teacher, tinfo = load_teacher(cfg.teacher, cfg.teacher_weights, cfg.norm,
+                                  cfg.teacher_feature)
     if cfg.save_logits and not tinfo.num_classes:
         raise InputError(f"--save-logits: teacher {cfg.teacher} has no classifier to give logits")
     device = resolve_device(cfg.device)
@@ -101,15 +105,17 @@ def extract(cfg: ExtractConfig) -> dict:
                     "bytes_written": 0, "skipped": None, "resumed": True,
                     "note": "already complete"}
         teacher = prepare_model(teacher, device)
-        mean, std = NORMALIZATIONS[tinfo.norm]
+        mean, std = tinfo.mean_std
         n_shards = -(-len(images) // cfg.shard_size)
-        todo = [s for s in range(n_shards) if s % cfg.world_size == cfg.rank
-                and not (out / shard_name(s)).is_file()]
+        mine = [s for s in range(n_shards) if s % cfg.world_size == cfg.rank]
+        done = [s for s in mine if shard_done(out, s, *_range(s, cfg, len(images)))]
+        check_finished_shards(out, images, done, cfg.seed)
+        todo = [s for s in mine if s not in done]
         t0, written, done_imgs = time.perf_counter(), 0, 0
         bar = tqdm(total=sum(min(len(images), (s + 1) * cfg.shard_size) - s * cfg.shard_size
                              for s in todo), unit="img", desc="extract", disable=None)
         for s in todo:
-            lo, hi = s * cfg.shard_size, min(len(images), (s + 1) * cfg.shard_size)
+            lo, hi = _range(s, cfg, len(images))
             arrays, skipped = _extract_shard(cfg, images, teacher, device, precision, mean, std,
                                              lo, hi, bar)
             attrs = {**settings, "start": lo, "stop": hi, "skipped": skipped}
@@ -119,6 +125,8 @@ def extract(cfg: ExtractConfig) -> dict:
             done_imgs += hi - lo
         bar.close()
         secs = time.perf_counter() - t0
+        if all((out / shard_name(s)).is_file() for s in range(n_shards)):
+            record_in_images_json(out, n_shards)
         manifest = finalize_store(out, settings, n_shards, arrays=_array_names(cfg),
                                   extra={"dim": tinfo.dim, "dtype": cfg.dtype})
     summary = {"out": str(out), "complete": manifest is not None, "images": len(images),
@@ -129,8 +137,12 @@ def extract(cfg: ExtractConfig) -> dict:
     return summary
 
 
+def _range(s: int, cfg: ExtractConfig, n: int) -> tuple[int, int]:
+    return s * cfg.shard_size, min(n, (s + 1) * cfg.shard_size)
+
+
 def _array_names(cfg: ExtractConfig) -> list[str]:
-    return (["features", "params", "valid"] + (["logits"] if cfg.save_logits else [])
+    return (["features", "params", "valid", *IDENTITY] + (["logits"] if cfg.save_logits else [])
             + (["post"] if cfg.save_post else []))
 
 
@@ -146,11 +158,14 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
     feats = np.zeros((K, n, teacher.dim), dtype=dt)
     params = np.zeros((K, n, len(PARAM_FIELDS)), dtype=np.float64)
     valid = np.zeros(n, dtype=np.uint8)
+    file_size = np.full(n, -1, dtype=np.int64)
+    file_sha = np.zeros((n, SHA_BYTES), dtype=np.uint8)
     logits = np.zeros((K, n, teacher.num_classes), dtype=dt) if cfg.save_logits else None
     post = np.zeros((K, n, teacher.dim), dtype=dt) if cfg.save_post else None
     skipped = []
-    for ids, x, p, ok, reasons in loader:
+    for ids, x, p, ok, reasons, fsize, fsha in loader:
         local = (ids - lo).numpy()
+        file_size[local], file_sha[local] = fsize.numpy(), fsha.numpy()
         for i, good, why in zip(ids.tolist(), ok.tolist(), reasons):
             if not good:
                 log.warning("skipping %s: %s", images.paths[i], why)
@@ -170,7 +185,8 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
     if not np.all(np.isfinite(feats[:, valid.astype(bool)])):  # fp16 overflow or bad weights
         raise InputError(f"teacher produced non-finite features in images {lo}..{hi}: "
                          "check the weights and --precision")
-    arrays = {"features": feats, "params": params, "valid": valid}
+    arrays = {"features": feats, "params": params, "valid": valid, "file_size": file_size,
+              "file_sha256": file_sha}
     if logits is not None:
         arrays["logits"] = logits
     if post is not None:

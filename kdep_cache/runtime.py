@@ -22,7 +22,7 @@ def resolve_device(device: str) -> torch.device:
 def autocast(device: torch.device, precision: str):
     """``fp32`` (no autocast), ``fp16`` (CUDA) or ``bf16`` autocast. ``auto`` is the TEACHER
     default: fp16 on CUDA, fp32 on CPU (bf16 teacher features differ ~10% from fp32, so never
-    the default for targets). Students choose their own (``train.student.default_precision``)."""
+    the default for targets). Students: :func:`default_precision`."""
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
     if precision == "fp32":
@@ -39,6 +39,20 @@ def resolved_precision(device: torch.device, precision: str) -> str:
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     return precision
+
+
+def default_precision(device: torch.device, image_size: int = 224) -> str:
+    """Student autocast: bf16 on CUDA; on CPU bf16 only with native bf16 units AND inputs of
+    >= 64 px (measured here on ResNet-18 training steps: bf16 1.2-1.4x faster at 64 px,
+    fp32 1.6x faster at 32 px, where the conversions outweigh the small convolutions)."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        flags = ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    return "bf16" if native and image_size >= 64 else "fp32"
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

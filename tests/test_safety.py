@@ -122,7 +122,8 @@ def pipe(tmp_path_factory, teacher_file):
     fit_svd(FitConfig(str(d / "cache"), str(d / "targets"), student="resnet18",
                       aligner="identity"))
     train_student(TrainConfig("resnet18", str(d / "run"), targets=str(d / "targets"), epochs=1,
-                              batch_size=12, workers=0, device="cpu", precision="fp32"))
+                              batch_size=12, workers=0, device="cpu", precision="fp32",
+                              keep_checkpoint=True))
     return SimpleNamespace(images=d / "images", cache=d / "cache", targets=d / "targets",
                            run=d / "run", teacher=teacher_file)
 
@@ -160,7 +161,8 @@ def test_verify_targets_projection_and_student(pipe, tmp_path):
     for p in (pipe.targets, pipe.run, pipe.targets / "projection.h5"):
         rep = verify(p)
         assert rep["ok"], rep["problems"]
-    assert any("no checksum recorded" in n for n in verify(pipe.run)["notes"])  # checkpoint.pt
+    ck = {f["file"]: f["status"] for f in verify(pipe.run)["files"]}["checkpoint.pt"]
+    assert ck == "ok"  # its digest was recomputed
     t, r = tmp_path / "t", tmp_path / "r"
     shutil.copytree(pipe.targets, t)
     shutil.copytree(pipe.run, r)

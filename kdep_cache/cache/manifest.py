@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from pathlib import Path
 
 import h5py
-import numpy as np
 
+from ..digest import arrays_sha
 from ..errors import ArtifactError, InputError
 from ..fsio import fingerprint, read_json, sha256_file, write_json
-from .schema import FORMAT_VERSION, MANIFEST, now_iso, producer_info, shard_name
+from .schema import CONFIG, FORMAT_VERSION, IMAGES, MANIFEST, now_iso, producer_info, shard_name
 from .store import read_shard_attrs
 
-CONFIG = "config.json"
-IMAGES = "images.json"
+__all__ = ["CONFIG", "IMAGES", "diff_settings", "finalize_store", "load_or_init_config",
+           "record_shard", "shard_done", "shard_entry"]
+log = logging.getLogger(__name__)
 
 
 def diff_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -58,16 +59,39 @@ def shard_entry(out: Path, index: int) -> dict:
         if entry.get("bytes") == path.stat().st_size:
             return entry
     attrs = read_shard_attrs(path)
-    digest = hashlib.sha256()
     with h5py.File(path, "r") as f:
-        for name in sorted(f.keys()):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(f[name][()]).tobytes())
+        content = arrays_sha({name: f[name][()] for name in f.keys()})
     entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-             "content": digest.hexdigest(), "start": attrs["start"], "stop": attrs["stop"],
+             "content": content, "start": attrs["start"], "stop": attrs["stop"],
              "skipped": attrs.get("skipped", [])}
     write_json(side, entry)
     return entry
+
+
+def shard_done(out: Path, index: int, start: int, stop: int) -> bool:
+    """Is shard ``index`` (images ``start..stop``) complete and intact? A shard that is damaged
+    (truncated, unreadable, attributes not JSON, other range, checksum unlike its sidecar) is
+    removed with its sidecar and reported, so the rerun redoes it instead of failing."""
+    path = out / shard_name(index)
+    if not path.is_file():
+        return False
+    side = path.with_suffix(".json")
+    try:
+        entry = read_json(side) if side.is_file() else None
+        if entry is not None and (entry.get("bytes") != path.stat().st_size
+                                  or entry.get("sha256") != sha256_file(path)):
+            raise ArtifactError("its checksum differs from its sidecar")
+        if entry is None:  # killed between the shard and its sidecar: recompute (reads it all)
+            entry = shard_entry(out, index)
+        if (entry.get("start"), entry.get("stop")) != (start, stop):
+            raise ArtifactError(f"it holds images {entry.get('start')}..{entry.get('stop')}, "
+                                f"not {start}..{stop}")
+        return True
+    except (ArtifactError, OSError, KeyError, TypeError, ValueError) as e:
+        log.warning("redoing %s: damaged or incomplete (%s)", path, e)
+        path.unlink(missing_ok=True)
+        side.unlink(missing_ok=True)
+        return False
 
 
 def record_shard(out: Path, index: int, entry: dict, start: int, stop: int,

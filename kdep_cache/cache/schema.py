@@ -7,6 +7,18 @@ import platform
 import subprocess
 from pathlib import Path
 
+# artifact file names are defined once, torch-free, in kdep_cache.names
+from ..names import (  # noqa: F401  (re-exported)
+    CHECKPOINT,
+    CONFIG,
+    IMAGES,
+    METRICS,
+    PROJECTION_FILE,
+    RESULTS,
+    SIDECAR,
+    STUDENT_FILE,
+)
+
 RAW = "kdep-cache/raw-features"       # extract output
 TARGETS = "kdep-cache/targets"        # fit-svd output
 PROJECTION = "kdep-cache/projection"  # fit-svd projection artifact

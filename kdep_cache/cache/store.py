@@ -10,46 +10,45 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..digest import arrays_sha
 from ..errors import ArtifactError
 from ..fsio import atomic_write, canonical_json, read_json, sha256_file
-from .schema import ARRAY_ATTR, FORMAT_VERSION, MANIFEST
+from .schema import ARRAY_ATTR, FORMAT_VERSION, MANIFEST, shard_name
 
 
 def write_shard(path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> dict:
     """Write ``arrays`` (contiguous, uncompressed) + JSON ``attrs``; return its manifest entry."""
-    need = sum(a.nbytes for a in arrays.values()) + 65536
-
-    def write(tmp: Path) -> None:
-        # build the file image in memory, then one plain write: HDF5 that fails to flush on a
-        # full disk cannot be closed and crashes the interpreter at exit (segfault)
-        buf = io.BytesIO()
-        with h5py.File(buf, "w", libver="latest") as f:
-            f.attrs[ARRAY_ATTR] = canonical_json(attrs)
-            for name, arr in arrays.items():
-                f.create_dataset(name, data=np.ascontiguousarray(arr), track_times=False)
-        tmp.write_bytes(buf.getbuffer())
-
-    atomic_write(path, write, need)
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
-    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-            "content": digest.hexdigest()}
+    # build the file image in memory, then one plain write: HDF5 that fails to flush on a full
+    # disk cannot be closed and crashes the interpreter at exit (segfault); and the size the
+    # disk-full message names is then the real one
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", libver="latest") as f:
+        f.attrs[ARRAY_ATTR] = canonical_json(attrs)
+        for name, arr in arrays.items():
+            f.create_dataset(name, data=np.ascontiguousarray(arr), track_times=False)
+    data = buf.getbuffer()
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), len(data))
+    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "content": arrays_sha(arrays)}
 
 
 def read_shard_attrs(path: Path) -> dict:
     try:
         with h5py.File(path, "r") as f:
             return json.loads(f.attrs[ARRAY_ATTR])
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, TypeError) as e:  # TypeError: attribute not a string
         raise ArtifactError(f"{path} is not a readable kdep-cache shard: {e}") from None
 
 
 class Store:
-    """A complete sharded store (``manifest.json`` present, format checked on open)."""
+    """A complete sharded store (``manifest.json`` present, format checked on open).
 
-    def __init__(self, directory: str | Path, expect_format: str):
+    Reads are trusted only after checking: the first read of a shard recomputes its sha256
+    and compares size, checksum, file name and image range with the manifest's entry for
+    that slot (a changed, damaged or swapped shard is refused with one line).
+    ``check=False`` is for ``verify``, which reports instead of refusing."""
+
+    def __init__(self, directory: str | Path, expect_format: str, check: bool = True):
         self.dir = Path(directory)
         mpath = self.dir / MANIFEST
         if not self.dir.is_dir():
@@ -66,6 +65,7 @@ class Store:
         self.manifest = m
         self.starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
         self._maps: dict[tuple[int, str], np.ndarray] = {}
+        self._checked: set[int] = set() if check else set(range(len(m["shards"])))
 
     @property
     def fingerprint(self) -> str:
@@ -82,9 +82,39 @@ class Store:
     def has(self, name: str) -> bool:
         return name in self.manifest.get("arrays", [])
 
+    def check_shard(self, shard: int) -> None:
+        """Refuse shard ``shard`` unless it is byte-for-byte the file the manifest lists in
+        that slot (reads the file once; later reads come from the page cache)."""
+        if shard in self._checked:
+            return
+        entry = self.manifest["shards"][shard]
+        path = self.dir / entry["file"]
+        fix = (f"run `kdep-cache verify {self.dir}`; then rerun the stage that wrote it into a "
+               "new --out")
+        if entry["file"] != shard_name(shard) or (shard and entry["start"] !=
+                                                   self.manifest["shards"][shard - 1]["stop"]):
+            raise ArtifactError(f"{self.dir / MANIFEST}: shard slot {shard} lists {entry['file']}"
+                                f" for images {entry['start']}..{entry['stop']}, out of order: "
+                                f"{fix}")
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing: {fix}")
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise ArtifactError(f"{path} does not match its checksum in the manifest (changed, "
+                                f"damaged or swapped with another shard): {fix}")
+        attrs = read_shard_attrs(path)
+        if (attrs.get("start"), attrs.get("stop")) != (entry["start"], entry["stop"]):
+            raise ArtifactError(f"{path} holds images {attrs.get('start')}..{attrs.get('stop')} "
+                                f"but its slot is {entry['start']}..{entry['stop']}: {fix}")
+        self._checked.add(shard)
+
+    def check_all(self) -> None:
+        for s in range(len(self.manifest["shards"])):
+            self.check_shard(s)
+
     def _map(self, shard: int, name: str) -> np.ndarray:
         key = (shard, name)
         if key not in self._maps:
+            self.check_shard(shard)
             path = self.dir / self.manifest["shards"][shard]["file"]
             try:
                 with h5py.File(path, "r") as f:

@@ -4,10 +4,12 @@ exact resume, ``metrics.jsonl``."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -15,11 +17,13 @@ import torch
 from tqdm import tqdm
 
 from ..cache.manifest import diff_settings
+from ..cache.schema import CHECKPOINT, METRICS
+from ..digest import state_sha
 from ..errors import ArtifactError, InputError, TrainingError
 from ..fsio import atomic_write
 from ..runtime import autocast
 
-CHECKPOINT = "checkpoint.pt"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +47,11 @@ class Schedule:
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
-    atomic_write(run_dir / CHECKPOINT, lambda p: torch.save(state, p))
+    """Atomic ``checkpoint.pt`` carrying a digest of its own content (checked on resume)."""
+    buf = io.BytesIO()
+    torch.save({**state, "digest": state_sha(state)}, buf)
+    data = buf.getbuffer()
+    atomic_write(run_dir / CHECKPOINT, lambda p: p.write_bytes(data), len(data))
 
 
 def load_checkpoint(run_dir: Path, settings: dict) -> dict | None:
@@ -55,6 +63,13 @@ def load_checkpoint(run_dir: Path, settings: dict) -> dict | None:
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
         raise ArtifactError(f"{path} is unreadable ({type(e).__name__}); delete it to restart"
                             ) from None
+    digest = state.pop("digest", None)
+    if digest is None:
+        log.warning("%s has no digest (written before kdep-cache checked them): not verified",
+                    path)
+    elif state_sha(state) != digest:
+        raise ArtifactError(f"{path} does not match its own digest (damaged): delete it to "
+                            "restart the run from scratch")
     diffs = diff_settings(json.loads(state["settings"]), settings)
     if diffs:
         raise InputError(f"--resume: {run_dir} was trained with other settings: "
@@ -68,13 +83,17 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
     """Train ``model`` for ``schedule.epochs``; ``batches(epoch)`` yields ``(x, target)``."""
     epoch0 = 0
     history: list[dict] = []
+    # fp16 gradients underflow without loss scaling; a no-op for fp32 / bf16
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     if start is not None:
         model.load_state_dict(start["model"])
         objective.load_state_dict(start["objective"])
         optimizer.load_state_dict(start["optimizer"])
+        if start.get("scaler"):
+            scaler.load_state_dict(start["scaler"])
         epoch0 = int(start["epoch"])
         history = json.loads(start["history"])
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run_dir / METRICS
     for epoch in range(epoch0, schedule.epochs):
         model.train()
         objective.train()
@@ -97,12 +116,14 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
             parts = objective(out, target)
             loss = parts["loss"]
             if not torch.isfinite(loss):
+                kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir / CHECKPOINT}"
+                        if epoch else "no checkpoint was written (it failed in the first epoch)")
                 raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; "
-                                    f"the last good checkpoint (epoch {epoch}) is kept in "
-                                    f"{run_dir}: lower --lr or --loss-weight")
+                                    f"{kept}: lower --lr or --loss-weight")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             seen += x.shape[0]
             steps += 1
             for k, v in parts.items():
@@ -119,7 +140,8 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
         save_checkpoint(run_dir, {"model": model.state_dict(), "objective":
                                   objective.state_dict(), "optimizer": optimizer.state_dict(),
                                   "epoch": epoch + 1, "settings": json.dumps(settings),
-                                  "history": json.dumps(history)})
+                                  "history": json.dumps(history),
+                                  "scaler": scaler.state_dict() if scaler.is_enabled() else {}})
         with open(metrics_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
     return history
@@ -128,12 +150,9 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
 def rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
     """metrics.jsonl = exactly the checkpointed history (drops lines of a killed epoch)."""
     data = "".join(json.dumps(r) + "\n" for r in history).encode()
-    atomic_write(run_dir / "metrics.jsonl", lambda p: p.write_bytes(data))
+    atomic_write(run_dir / METRICS, lambda p: p.write_bytes(data))
 
 
 def sgd(params, lr, momentum, weight_decay):
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
-
-def schedule_json(s: Schedule) -> dict:
-    return asdict(s)

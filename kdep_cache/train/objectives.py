@@ -19,6 +19,10 @@ from torch import nn
 
 OBJECTIVES = ("kdep", "conv1x1-pre", "conv1x1-post", "conv1x1-margin", "logits",
               "supervised", "online")
+# objective -> the per-batch input it trains on (the data source is opened from this)
+NEEDS = {"kdep": "targets", "online": "teacher", "conv1x1-pre": "features",
+         "conv1x1-margin": "features", "conv1x1-post": "post", "logits": "logits",
+         "supervised": "labels"}
 
 
 class Objective(nn.Module):
@@ -34,7 +38,7 @@ class Objective(nn.Module):
 
 
 class KDEP(Objective):
-    needs = "targets"
+    needs = NEEDS["kdep"]
 
     def forward(self, out, target):
         mse = F.mse_loss(out["pre"].float(), target.float())
@@ -48,7 +52,7 @@ class Conv1x1(Objective):
                  margin: torch.Tensor | None = None):
         super().__init__(weight)
         self.variant = variant
-        self.needs = "post" if variant == "post" else "features"
+        self.needs = NEEDS[f"conv1x1-{variant}"]
         self.want_post = variant == "post"
         self.proj = nn.Linear(d_student, d_teacher)
         if margin is not None:
@@ -67,7 +71,7 @@ class Conv1x1(Objective):
 
 
 class LogitsKD(Objective):
-    needs = "logits"
+    needs = NEEDS["logits"]
     want_logits = True
 
     def __init__(self, temperature: float = 4.0, weight: float = 1.0):
@@ -83,7 +87,7 @@ class LogitsKD(Objective):
 
 
 class Supervised(Objective):
-    needs = "labels"
+    needs = NEEDS["supervised"]
     want_logits = True
 
     def forward(self, out, target):
@@ -95,7 +99,7 @@ class Supervised(Objective):
 class Online(KDEP):
     """Same loss as :class:`KDEP`; the target is computed live by ``self.teacher``."""
 
-    needs = "teacher"
+    needs = NEEDS["online"]
 
     def __init__(self, teacher: nn.Module, projection, weight: float = 1.0):
         super().__init__(weight)

@@ -17,8 +17,10 @@ from ..cache.store import Store
 from ..data import collate, render_views, worker_init
 from ..errors import ArtifactError, InputError, LineageError
 from ..fsio import read_json
+from ..identity import ARRAYS as IDENTITY
+from ..identity import check_batch, check_sizes
 from ..images import ImageList, scan_images
-from ..models.registry import NORMALIZATIONS
+from ..models.registry import NORMALIZATIONS, normalization
 
 
 @dataclass
@@ -70,23 +72,26 @@ def open_source(targets: str | None, cache: str | None, data: str | None, needs:
     if needs in ("logits", "post") and not cstore.has(needs):
         flag = "--save-logits" if needs == "logits" else "--save-post"
         raise InputError(f"cache {cache} has no teacher {needs}: re-extract with {flag}")
-    images = ImageList.from_json(read_json(cstore.dir / IMAGES), root=_root(data, cstore))
+    images = ImageList.from_json(read_json(cstore.dir / IMAGES),
+                                 root=str(Path(data).resolve()) if data else None)
     if data is not None:
         _check_images_present(images)
+    cstore.check_all()  # every shard is the one its manifest lists, before any work
+    if tstore is not None:
+        tstore.check_all()
     valid = np.concatenate([v for _, _, v in cstore.iter_shards("valid")]).astype(bool)
+    if all(cstore.has(a) for a in IDENTITY):
+        ids = np.flatnonzero(valid)
+        check_sizes(images, ids, cstore.read("file_size", ids), "the cache was extracted from")
     if needs == "labels" and min(images.labels, default=-1) < 0:
         raise InputError("the supervised objective needs class subfolders (labels) in the images")
     s = cstore.manifest["settings"]
-    mean, std = NORMALIZATIONS[s["teacher"]["norm"]]
+    mean, std = normalization(s["teacher"])
     if max_views is not None and not 1 <= max_views <= cstore.views:
         raise InputError(f"--max-views must be in 1..{cstore.views} (the cache's K)")
     return Source(images, np.flatnonzero(valid), cstore, tstore, mean, std,
                   image_size or s["image_size"], max_views or cstore.views,
                   AugmentSpec.from_json(s["augment"]), s["seed"])
-
-
-def _root(data, cstore):
-    return str(Path(data).resolve()) if data else None
 
 
 def _check_images_present(images: ImageList) -> None:
@@ -153,6 +158,7 @@ class Feed:
                  pin: bool):
         self.src, self.needs, self.order = src, needs, _EpochOrder(src, seed)
         self.labels = np.asarray(src.images.labels)
+        self.identity = src.cache is not None and all(src.cache.has(a) for a in IDENTITY)
         if src.cache is not None:
             src.cache.map_all("params")
         self.loader = DataLoader(_Views(src), batch_size=batch_size, sampler=self.order,
@@ -177,12 +183,16 @@ class EpochBatches:
 
     def __iter__(self):
         src, v, needs = self.feed.src, self.view, self.feed.needs
-        for ids, x, _, ok, reasons in self.loader:
+        for ids, x, _, ok, reasons, fsize, fsha in self.loader:
             if not bool(ok.all()):
                 bad = int(ids[~ok][0])
                 raise ArtifactError(f"image {src.images.paths[bad]} can no longer be decoded "
                                     f"({reasons[int(np.flatnonzero(~ok.numpy())[0])]})")
             idn = ids.numpy()
+            if self.feed.identity:  # the bytes the workers decoded are the extracted ones
+                check_batch(src.images, idn, fsize.numpy(), fsha.numpy(),
+                            src.cache.read("file_size", idn), src.cache.read("file_sha256", idn),
+                            "the cache was extracted from")
             if needs == "targets":
                 t = torch.from_numpy(src.targets.read("targets", idn, view=v))
             elif needs in ("features", "post", "logits"):

@@ -12,14 +12,25 @@ from pathlib import Path
 
 import torch
 
-from ..cache.schema import STUDENT, now_iso, producer_info
+from ..cache.schema import (
+    CHECKPOINT,
+    METRICS,
+    PROJECTION_FILE,
+    SIDECAR,
+    STUDENT,
+    STUDENT_FILE,
+    now_iso,
+    producer_info,
+)
+from ..digest import weights_sha
 from ..errors import InputError
-from ..fsio import fingerprint, write_json, writer_lock
-from ..models import FeatureNet, build_student
-from ..runtime import prepare_model, resolve_device
+from ..fsio import atomic_write, fingerprint, write_json, writer_lock
+from ..models import FeatureNet, build_student, save_safetensors
+from ..runtime import default_precision, prepare_model, resolve_device
 from .loop import Schedule, load_checkpoint, rewrite_metrics, sgd, train
 from .objectives import (
     KDEP,
+    NEEDS,
     OBJECTIVES,
     Conv1x1,
     LogitsKD,
@@ -27,11 +38,13 @@ from .objectives import (
     Supervised,
     margins_from_features,
 )
-from .sources import Feed, open_source
+from .sources import Feed, Source, open_source
 
+__all__ = ["TrainConfig", "default_precision", "size_warning", "train_student"]
 log = logging.getLogger(__name__)
-BASE_LR_512 = {"resnet": 0.3, "mobilenet": 0.1}  # paper recipe, at batch 512
-STUDENT_FILE, SIDECAR = "student.pth", "student.json"
+BASE_LR_512 = {"resnet": 0.3, "mobilenet": 0.1}  # paper recipe, at batch 512; others: 0.1
+STUDENT_SAFETENSORS = "student.safetensors"  # beside STUDENT_FILE (issue 16; -> names.py)
+SIZE_RATIO_WARN = 1.5  # student / teacher input size beyond which train-student warns
 
 
 @dataclass
@@ -59,35 +72,76 @@ class TrainConfig:
     resume: bool = False
     teacher_weights: str | None = None  # online only: override the recorded weights path
     max_views: int | None = None   # cycle over views 0..k-1 of a K-view cache (K ablation)
+    keep_checkpoint: bool = False  # checkpoint.pt is only needed to resume an unfinished run
 
 
-def default_precision(device: torch.device, image_size: int = 224) -> str:
-    """Student autocast: bf16 on CUDA; on CPU bf16 only with native bf16 units AND inputs of
-    >= 64 px (measured here on ResNet-18 training steps: bf16 1.2-1.4x faster at 64 px,
-    fp32 1.6x faster at 32 px, where the conversions outweigh the small convolutions)."""
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        flags = ""
-    native = "avx512_bf16" in flags or "amx_bf16" in flags
-    return "bf16" if native and image_size >= 64 else "fp32"
-
-
-def _needs(objective: str) -> str:
-    return {"kdep": "targets", "online": "teacher", "conv1x1-pre": "features",
-            "conv1x1-margin": "features", "conv1x1-post": "post", "logits": "logits",
-            "supervised": "labels"}[objective]
+def size_warning(src: Source) -> str | None:
+    """One line when the student sees the views at another size than the teacher did."""
+    if src.cache is None:
+        return None
+    t, s = int(src.cache.manifest["settings"]["image_size"]), int(src.image_size)
+    if max(t, s) / min(t, s) <= SIZE_RATIO_WARN:
+        return None
+    return (f"the student trains at {s} px on views the teacher saw at {t} px: it cannot see "
+            "what the teacher saw, and target directions it cannot recover from its input are "
+            "wasted (measured: a 32-px ResNet-18 recovered no SVD direction past ~50 of a "
+            f"128-px teacher); use --image-size {t} unless the mismatch is deliberate")
 
 
 def train_student(cfg: TrainConfig) -> dict:
+    _validate(cfg)
+    torch.manual_seed(cfg.seed)
+    src, net, n_classes = _build(cfg)
+    objective = _objective(cfg, src, net)
+    device = resolve_device(cfg.device)
+    precision = (default_precision(device, src.image_size) if cfg.precision == "auto"
+                 else cfg.precision)
+    lr = cfg.lr if cfg.lr is not None else BASE_LR_512.get(net.family, 0.1) * cfg.batch_size / 512
+    schedule = Schedule(cfg.epochs, lr, cfg.schedule, cfg.lr_step)
+    settings = _settings(cfg, src, lr, schedule, precision)
+    warning = size_warning(src)
+    out = Path(cfg.out)
+    with writer_lock(out):
+        if (out / SIDECAR).is_file():
+            done = json.loads((out / SIDECAR).read_text())
+            if done.get("settings") == settings:
+                return {"out": str(out), "complete": True, "note": "already trained"}
+            raise InputError(f"{out} already holds a trained student with other settings; "
+                             "use a new --out")
+        start = _resume_state(out, settings, cfg.resume)
+        if warning:
+            log.warning("%s", warning)
+        net = prepare_model(net, device)
+        objective = objective.to(device)
+        if cfg.objective == "online":
+            prepare_model(objective.teacher[0], device)
+        opt = sgd(list(net.parameters()) + list(objective.parameters()), lr, cfg.momentum,
+                  cfg.weight_decay)
+        t0 = time.perf_counter()
+        feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, cfg.workers, cfg.seed,
+                    device.type == "cuda")
+        history = train(net, objective, feed.epoch, opt, schedule, out, settings, device,
+                        precision, start, desc=cfg.student)
+        secs = time.perf_counter() - t0
+        _save(out, cfg, src, net, n_classes, settings, history, warning)
+    last = history[-1] if history else {}
+    return {"out": str(out), "student": cfg.student, "objective": cfg.objective,
+            "epochs": cfg.epochs, "final_loss": round(last.get("loss", float("nan")), 5),
+            "first_loss": round(history[0]["loss"], 5) if history else None,
+            "images_per_s": last.get("images_per_s"), "seconds": round(secs, 1),
+            "precision": precision, "device": str(device),
+            **({"warning": warning} if warning else {})}
+
+
+def _validate(cfg: TrainConfig) -> None:
+    from ..checks import check_options
     if cfg.objective not in OBJECTIVES:
         raise InputError(f"unknown objective {cfg.objective!r}; known: {', '.join(OBJECTIVES)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise InputError("--epochs and --batch-size must be >= 1")
-    torch.manual_seed(cfg.seed)
-    src = open_source(cfg.targets, cfg.cache, cfg.data, _needs(cfg.objective), cfg.image_size,
+    check_options(asdict(cfg))
+
+
+def _build(cfg: TrainConfig) -> tuple[Source, FeatureNet, int]:
+    src = open_source(cfg.targets, cfg.cache, cfg.data, NEEDS[cfg.objective], cfg.image_size,
                       cfg.seed, cfg.max_views)
     n_classes = len(src.images.classes) if cfg.objective == "supervised" else (
         src.cache.manifest["settings"]["teacher"]["num_classes"]
@@ -97,81 +151,56 @@ def train_student(cfg: TrainConfig) -> dict:
         raise InputError(f"targets have width {src.targets.manifest['dim']} but {cfg.student} "
                          f"has {net.dim}: run `kdep-cache fit-svd --cache "
                          f"{src.cache.dir} --student {cfg.student} --out NEW_TARGETS`")
-    objective = _objective(cfg, src, net)
-    device = resolve_device(cfg.device)
-    precision = (default_precision(device, src.image_size) if cfg.precision == "auto"
-                 else cfg.precision)
-    lr = cfg.lr if cfg.lr is not None else BASE_LR_512[net.family] * cfg.batch_size / 512
-    schedule = Schedule(cfg.epochs, lr, cfg.schedule, cfg.lr_step)
-    settings = {"student": cfg.student, "objective": cfg.objective, "epochs": cfg.epochs,
-                "batch_size": cfg.batch_size, "lr": lr, "weight_decay": cfg.weight_decay,
-                "momentum": cfg.momentum, "schedule": asdict(schedule),
-                "loss_weight": cfg.loss_weight, "temperature": cfg.temperature,
-                "image_size": src.image_size, "seed": cfg.seed, "precision": precision,
-                "views_used": src.views,
-                "lineage": {k: v for k, v in src.lineage().items()  # fingerprints, not paths
-                            if k not in ("images_root", "images_file", "cache_dir", "targets_dir")}}
-    out = Path(cfg.out)
-    with writer_lock(out):
-        if (out / SIDECAR).is_file():
-            done = json.loads((out / SIDECAR).read_text())
-            if done.get("settings") == json.loads(json.dumps(settings)):
-                return {"out": str(out), "complete": True, "note": "already trained"}
-            raise InputError(f"{out} already holds a trained student with other settings; "
-                             "use a new --out")
-        start = load_checkpoint(out, json.loads(json.dumps(settings)))
-        if start is not None and not cfg.resume:
-            raise InputError(f"{out} holds an interrupted run (epoch {start['epoch']}): add "
-                             "--resume to continue it, or use a new --out")
-        if start is not None:
-            rewrite_metrics(out, json.loads(start["history"]))
-        elif (out / "metrics.jsonl").exists():
-            (out / "metrics.jsonl").unlink()
-        net = prepare_model(net, device)
-        objective = objective.to(device)
-        if cfg.objective == "online":
-            prepare_model(objective.teacher[0], device)
-        opt = sgd(list(net.parameters()) + list(objective.parameters()), lr, cfg.momentum,
-                  cfg.weight_decay)
-        needs = _needs(cfg.objective)
-        t0 = time.perf_counter()
-        feed = Feed(src, needs, cfg.batch_size, cfg.workers, cfg.seed, device.type == "cuda")
-        history = train(net, objective, feed.epoch,
-            opt, schedule, out, json.loads(json.dumps(settings)), device, precision, start,
-            desc=cfg.student)
-        secs = time.perf_counter() - t0
-        sd = {k: v.detach().cpu() for k, v in net.net.state_dict().items()}
-        from ..fsio import atomic_write
-        atomic_write(out / STUDENT_FILE, lambda p: torch.save(sd, p))
-        side = {"format": STUDENT, "format_version": 1, "student": cfg.student,
-                "family": net.family, "feature_dim": net.dim, "num_classes": n_classes,
-                "classes": src.images.classes if cfg.objective == "supervised" else None,
-                "input": {"mean": list(src.mean), "std": list(src.std),
-                          "image_size": src.image_size},
-                "settings": json.loads(json.dumps(settings)), "history": history,
-                "lineage": src.lineage(), "producer": producer_info(), "argv": sys.argv,
-                "created_at": now_iso()}
-        side["fingerprint"] = fingerprint({"settings": side["settings"],
-                                           "weights": _weights_digest(sd)})
-        write_json(out / SIDECAR, side)
-    last = history[-1] if history else {}
-    return {"out": str(out), "student": cfg.student, "objective": cfg.objective,
-            "epochs": cfg.epochs, "final_loss": round(last.get("loss", float("nan")), 5),
-            "first_loss": round(history[0]["loss"], 5) if history else None,
-            "images_per_s": last.get("images_per_s"), "seconds": round(secs, 1),
-            "precision": precision, "device": str(device)}
+    return src, net, n_classes
 
 
-def _weights_digest(sd: dict) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode())
-        h.update(sd[k].float().numpy().tobytes())
-    return h.hexdigest()
+def _settings(cfg: TrainConfig, src: Source, lr: float, schedule: Schedule,
+              precision: str) -> dict:
+    """What defines the run (checked on resume and on rerun), as plain JSON."""
+    s = {"student": cfg.student, "objective": cfg.objective, "epochs": cfg.epochs,
+         "batch_size": cfg.batch_size, "lr": lr, "weight_decay": cfg.weight_decay,
+         "momentum": cfg.momentum, "schedule": asdict(schedule),
+         "loss_weight": cfg.loss_weight, "temperature": cfg.temperature,
+         "image_size": src.image_size, "seed": cfg.seed, "precision": precision,
+         "views_used": src.views,
+         "lineage": {k: v for k, v in src.lineage().items()  # fingerprints, not paths
+                     if k not in ("images_root", "images_file", "cache_dir", "targets_dir")}}
+    return json.loads(json.dumps(s))
 
 
-def _objective(cfg: TrainConfig, src, net):
+def _resume_state(out: Path, settings: dict, resume: bool) -> dict | None:
+    start = load_checkpoint(out, settings)
+    if start is not None and not resume:
+        raise InputError(f"{out} holds an interrupted run (epoch {start['epoch']}): add "
+                         "--resume to continue it, or use a new --out")
+    if start is not None:
+        rewrite_metrics(out, json.loads(start["history"]))
+    elif (out / METRICS).exists():
+        (out / METRICS).unlink()
+    return start
+
+
+def _save(out: Path, cfg: TrainConfig, src: Source, net: FeatureNet, n_classes: int,
+          settings: dict, history: list, warning: str | None) -> None:
+    sd = {k: v.detach().cpu() for k, v in net.net.state_dict().items()}
+    atomic_write(out / STUDENT_FILE, lambda p: torch.save(sd, p))
+    atomic_write(out / STUDENT_SAFETENSORS, lambda p: save_safetensors(  # same tensors, no pickle
+        sd, p, {"format": STUDENT, "student": cfg.student}))
+    side = {"format": STUDENT, "format_version": 1, "student": cfg.student,
+            "family": net.family, "feature_dim": net.dim, "num_classes": n_classes,
+            "classes": src.images.classes if cfg.objective == "supervised" else None,
+            "input": {"mean": list(src.mean), "std": list(src.std),
+                      "image_size": src.image_size},
+            "settings": settings, "history": history, "warnings": [warning] if warning else [],
+            "lineage": src.lineage(), "producer": producer_info(), "argv": sys.argv,
+            "created_at": now_iso()}
+    side["fingerprint"] = fingerprint({"settings": side["settings"], "weights": weights_sha(sd)})
+    write_json(out / SIDECAR, side)
+    if not cfg.keep_checkpoint:  # the sidecar now marks the run complete
+        (out / CHECKPOINT).unlink(missing_ok=True)
+
+
+def _objective(cfg: TrainConfig, src: Source, net: FeatureNet):
     w = cfg.loss_weight
     if cfg.objective == "kdep":
         return KDEP(w)
@@ -192,8 +221,8 @@ def _objective(cfg: TrainConfig, src, net):
     t = src.cache.manifest["settings"]["teacher"]
     weights = cfg.teacher_weights or (
         None if t["weights"].startswith(("pypi:", "torchscript")) else t["weights"])
-    teacher, info = load_teacher(t["name"], weights, t["norm"])
+    teacher, info = load_teacher(t["name"], weights, t["norm"], t.get("feature"))
     if info.weights_sha256 != t["weights_sha256"]:
         raise InputError("online: the teacher found now is not the one the cache was made with")
-    proj, _ = load_projection(Path(src.targets.dir) / "projection.h5")
+    proj, _ = load_projection(Path(src.targets.dir) / PROJECTION_FILE)
     return Online(teacher, proj, w)
