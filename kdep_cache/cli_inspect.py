@@ -45,18 +45,29 @@ def format_info(d: dict) -> str:
                                                          d["augment"].items()))
     for s in d.get("skipped_examples") or []:
         lines.append(f"{'skipped e.g.':>18}: {s.get('path')}: {s.get('reason')}")
+    scan = d.get("scan") or {}
+    if scan.get("ignored"):
+        by = ", ".join(f"{e} {n}" for e, n in sorted(scan["ignored"].items(),
+                                                      key=lambda kv: -kv[1]))
+        lines.append(f"{'ignored files':>18}: {sum(scan['ignored'].values())} ({by})")
+    for s in scan.get("skipped_dirs") or []:
+        lines.append(f"{'folder not read':>18}: {s.get('path')}: {s.get('reason')}")
     for k, v in (d.get("summary") or {}).items():
         lines.append(f"{k:>18}: {v}")
-    lines.append("lineage (upstream first):")
+    lines.append("lineage (upstream first; ok = fingerprint compared with the artifact at "
+                 "that path; `verify` re-hashes contents):")
     for i, n in enumerate(d.get("lineage") or []):
-        arrow = "   " if i == 0 else "-> "
-        where = n["path"] or "(path not recorded)"
-        extra = f" ({n['n_images']} images)" if n.get("n_images") else ""
-        status = n["status"] if n["status"] != "mismatch" else (
-            f"MISMATCH: found {_short(n['found'])}")
-        lines.append(f"  {arrow}{n['stage']:<10} {_short(n['fingerprint']) or '?':<16}  "
-                     f"{where}{extra}  [{status}]")
+        lines.append("  " + ("   " if i == 0 else "-> ") + link_text(n))
     return "\n".join(lines)
+
+
+def link_text(n: dict) -> str:
+    """``stage  fingerprint  path (N images)  [ok | MISMATCH: found X | not checked: why]``."""
+    where = n["path"] or "(path not recorded)"
+    extra = f" ({n['n_images']} images)" if n.get("n_images") else ""
+    status = {"mismatch": f"MISMATCH: found {_short(n['found'])}",
+              "not checked": f"not checked: {n.get('why')}"}.get(n["status"], n["status"])
+    return f"{n['stage']:<10} {_short(n['fingerprint']) or '-':<16}  {where}{extra}  [{status}]"
 
 
 @main.command()
@@ -85,8 +96,12 @@ def verify(path, as_json):
             click.echo(p)
         for n in r["notes"]:
             click.echo(f"note: {n}")
+        for f in r["files"]:
+            if f["status"] in ("unverified", "not checked"):
+                click.echo(f"not checked: {f['file']} ({f['detail']})")
         checked = sum(f["status"] == "ok" for f in r["files"])
-        click.echo(f"{'ok' if r['ok'] else 'FAILED'}: {r['kind']} {r['path']}: {checked} of "
-                   f"{len(r['files'])} files verified, {len(r['problems'])} problems")
+        unchecked = sum(f["status"] in ("unverified", "not checked") for f in r["files"])
+        click.echo(f"{'ok' if r['ok'] else 'FAILED'}: {r['kind']} {r['path']}: {checked} "
+                   f"verified, {unchecked} not checkable, {len(r['problems'])} problems")
     if not r["ok"]:
         click.get_current_context().exit(1)

@@ -5,27 +5,18 @@ Artifacts are found by :func:`kdep_cache.inspect.locate` (the same kinds ``info`
 
 from __future__ import annotations
 
-import hashlib
+import math
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from .cache.schema import MANIFEST, RAW, TARGETS
+from .digest import array_sha
 from .errors import ArtifactError
 from .fsio import fingerprint, read_json, sha256_file
-from .inspect import (
-    CHECKPOINT,
-    IMAGES,
-    PROJ_ARRAYS,
-    RESULTS,
-    SIDECAR,
-    STUDENT_FILE,
-    _h5_attrs,
-    _images_fp,
-    _manifest,
-    locate,
-)
+from .inspect import PROJ_ARRAYS, locate
+from .lineage import h5_attrs, images_fp, manifest, transfer_student
+from .names import CHECKPOINT, CONFIG, IMAGES, PROJECTION_FILE, RESULTS, SIDECAR, STUDENT_FILE
 
 
 class _Report:
@@ -50,10 +41,9 @@ class _Report:
 def _verify_projection(p: Path, rep: _Report, expect: str | None = None) -> None:
     """Recompute the projection fingerprint from its arrays (fit-svd's own recipe)."""
     try:
-        a = _h5_attrs(p)
+        a = h5_attrs(p)
         with h5py.File(p, "r") as f:
-            arrays = {k: hashlib.sha256(np.ascontiguousarray(f[k][()]).tobytes()).hexdigest()
-                      for k in PROJ_ARRAYS}
+            arrays = {k: array_sha(f[k][()]) for k in PROJ_ARRAYS}
     except (ArtifactError, OSError, KeyError) as e:
         return rep.add(p.name, "corrupt", f"unreadable: {e}")
     fp = fingerprint({"spec": a.get("spec"), "cache": a.get("cache"),
@@ -66,7 +56,7 @@ def _verify_projection(p: Path, rep: _Report, expect: str | None = None) -> None
 
 
 def _verify_store(p: Path, rep: _Report) -> None:
-    m = _manifest(p)
+    m = manifest(p)
     if m is None:
         rep.add(MANIFEST, "corrupt" if (p / MANIFEST).exists() else "incomplete",
                 "unreadable" if (p / MANIFEST).exists() else
@@ -90,16 +80,27 @@ def _verify_store(p: Path, rep: _Report) -> None:
             rep.same(e["file"], got, e["sha256"], f"sha256 {got[:16]} != manifest "
                      f"{e['sha256'][:16]}")
     listed = {e["file"] for e in m["shards"]}
-    for f in sorted(p.glob("shard-*.h5")):
-        if f.name not in listed:
+    for f in sorted(p.glob("shard-*.h5")) + sorted(p.glob("shard-*.json")):
+        if f.name not in listed and f.with_suffix(".h5").name not in listed:
             rep.add(f.name, "extra", "a shard file that is not in the manifest")
+    known = listed | {Path(x).with_suffix(".json").name for x in listed} | {
+        MANIFEST, CONFIG, IMAGES, PROJECTION_FILE}
+    for f in sorted(p.iterdir()):
+        if (f.name not in known and not f.name.startswith((".lock", "shard-"))
+                and f.suffix != ".tmp"):
+            rep.notes.append(f"{f.name}: not part of this {m['format'].split('/')[-1]} store "
+                             "(never read)")
     fp = fingerprint({"settings": m["settings"], "contents": [e["content"] for e in m["shards"]]})
     rep.same(MANIFEST, fp, m.get("fingerprint"), "fingerprint does not match its own contents")
     img = m["settings"].get("images", "")
     if m["format"] == RAW and len(img) == 64:  # (synthetic test caches record no image list)
-        rep.same(IMAGES, _images_fp(p / IMAGES), img, "image list does not match the manifest")
+        if not (p / IMAGES).is_file():
+            rep.add(IMAGES, "missing", "the image list of this cache")
+        else:
+            rep.same(IMAGES, images_fp(p / IMAGES), img, "image list does not match the "
+                     "manifest (or is unreadable)")
     if m["format"] == TARGETS:
-        proj = p / "projection.h5"
+        proj = p / PROJECTION_FILE
         if proj.is_file():
             _verify_projection(proj, rep, m.get("projection_fingerprint"))
         else:
@@ -109,26 +110,63 @@ def _verify_store(p: Path, rep: _Report) -> None:
 def _verify_student(p: Path, rep: _Report) -> None:
     import torch
 
-    from .train.student import _weights_digest
+    from .digest import state_sha, weights_sha
     if (p / CHECKPOINT).is_file():
-        rep.notes.append(f"{CHECKPOINT}: no checksum recorded; only checked that it loads")
         try:
-            torch.load(p / CHECKPOINT, map_location="cpu", weights_only=True)
-            rep.add(CHECKPOINT, "unverified", "no checksum recorded; it loads")
+            state = torch.load(p / CHECKPOINT, map_location="cpu", weights_only=True)
+            digest = state.pop("digest", None)
+            if digest is None:
+                rep.add(CHECKPOINT, "unverified", "written before checkpoints carried a "
+                        "digest; it loads")
+            else:
+                rep.same(CHECKPOINT, state_sha(state), digest, "content does not match its "
+                         "digest", f"digest recomputed (epoch {state.get('epoch')})")
         except Exception as e:  # noqa: BLE001 - any failure to load is corruption here
             rep.add(CHECKPOINT, "corrupt", f"does not load: {type(e).__name__}")
     if not (p / SIDECAR).is_file():
-        return rep.add(SIDECAR, "incomplete", "training did not finish; rerun with --resume")
+        return rep.add(SIDECAR, "incomplete", "training did not finish; rerun train-student "
+                       "with --resume")
     side = read_json(p / SIDECAR)
     if not (p / STUDENT_FILE).is_file():
         return rep.add(STUDENT_FILE, "missing")
     try:
         sd = torch.load(p / STUDENT_FILE, map_location="cpu", weights_only=True)
-        fp = fingerprint({"settings": side["settings"], "weights": _weights_digest(sd)})
+        fp = fingerprint({"settings": side["settings"], "weights": weights_sha(sd)})
     except Exception as e:  # noqa: BLE001
         return rep.add(STUDENT_FILE, "corrupt", f"does not load: {type(e).__name__}")
     rep.same(STUDENT_FILE, fp, side.get("fingerprint"), "weights do not match the sidecar "
              "fingerprint", "weights match the sidecar fingerprint")
+
+
+def _verify_transfer(p: Path, rep: _Report) -> None:
+    """results.json: its settings fingerprint, its summary recomputed from the per-seed
+    results, and the student it names (sidecar fingerprint or weights sha256)."""
+    r = read_json(p / RESULTS)
+    settings = {k: r.get(k) for k in ("student", "dataset", "protocol")}
+    rep.same(RESULTS, fingerprint(settings), r.get("settings_fingerprint"),
+             "settings do not match its settings_fingerprint",
+             "settings fingerprint recomputed")
+    seeds, bad = r.get("seeds") or [], []
+    for k, agg in (r.get("summary") or {}).items():
+        vals = [s.get(k) for s in seeds]
+        if not isinstance(agg, dict) or not all(isinstance(v, (int, float)) for v in vals):
+            continue
+        mean = sum(vals) / len(vals) if vals else float("nan")
+        if agg.get("n") != len(vals) or not math.isclose(mean, agg.get("mean", math.nan),
+                                                          rel_tol=1e-9, abs_tol=1e-9):
+            bad.append(k)
+    rep.add("summary", "corrupt" if bad else "ok",
+            f"{', '.join(bad)} differ from the mean of the per-seed results" if bad else
+            f"{len(r.get('summary') or {})} metrics = mean of {len(seeds)} seed results")
+    link = transfer_student(r.get("student") or {})
+    where = link["path"] or "?"
+    if link["status"] == "ok":
+        rep.add("student", "ok", f"{where}: fingerprint matches")
+    elif link["status"] == "mismatch":
+        rep.add("student", "mismatch", f"{where} is now {str(link['found'])[:16]}, the result "
+                f"records {str(link['fingerprint'])[:16]}")
+    else:
+        rep.add("student", "not checked", f"{where}: {link['why']}")
 
 
 def verify(path: str | Path) -> dict:
@@ -142,12 +180,7 @@ def verify(path: str | Path) -> dict:
     elif kind == "student":
         _verify_student(p, rep)
     else:
-        r = read_json(p / RESULTS)
-        if fingerprint({k: r.get(k) for k in ("student", "dataset", "protocol")}) == r.get(
-                "settings_fingerprint"):
-            rep.add(RESULTS, "unverified", "no checksum recorded; settings fingerprint consistent")
-        else:
-            rep.add(RESULTS, "corrupt", "settings do not match its settings_fingerprint")
+        _verify_transfer(p, rep)
     for t in sorted((p.parent if p.is_file() else p).glob("*.tmp")):
         rep.notes.append(f"{t.name}: temporary file of an interrupted run (never read; safe "
                          "to delete when no run is active)")
