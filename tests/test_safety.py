@@ -407,7 +407,8 @@ def test_load_rgb_on_hostile_files(hostile):
     assert all(im.mode == "RGB" for im in ims.values())
     assert ims["one_pixel.png"].size == (1, 1) and ims["png_as.jpg"].size == (24, 20)
     assert ims["anim.gif"].getpixel((0, 0)) == (255, 0, 0)  # first frame
-    assert ims["palette.png"].getpixel((0, 0)) == (0, 0, 0)  # transparent -> black
+    assert ims["palette.png"].getpixel((0, 0)) == (128, 128, 128)  # transparent -> gray
+    assert load_rgb(hostile / "palette.png", (0, 0, 0)).getpixel((0, 0)) == (0, 0, 0)
     assert ims["palette.png"].getpixel((5, 5)) == (255, 0, 0)
     assert ims["deep16.png"].getpixel((23, 19)) == (242,) * 3  # 62270/65535 of 255
     if os.geteuid() == 0:  # root reads a chmod-000 file: it is simply a good image then
