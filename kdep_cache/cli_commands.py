@@ -31,8 +31,8 @@ def _aug_options(f):
                      help="Make view 0 a deterministic centre crop."),
         click.option("--background", default=checks.DEFAULT_BACKGROUND, show_default=True,
                      metavar="black|white|gray|R,G,B",
-                     help="Colour under transparent pixels (RGBA, LA, palette, SVG); recorded "
-                          "in the cache and used again at replay."),
+                     help="Color under transparent pixels (RGBA, LA, palette, SVG; gray = "
+                          "128,128,128); recorded in the cache and used again at replay."),
         click.option("--augment", type=click.Choice(AUGMENT_KINDS), default="rrc",
                      show_default=True, help="rrc = the paper's random views; center = centre crops."),
     ]
