@@ -38,6 +38,7 @@ def protocol(cfg, student, size: int, source: str, device) -> tuple[dict, tuple]
         extra = {"model": "Faster R-CNN + FPN (torchvision)",
                  "backbone": "FrozenBatchNorm2d, 3 trainable stages (random init: all, BN "
                              "trainable)", "anchor_sizes": list(det.anchor_sizes(size)),
+                 **det.roi_counts(size),
                  "train_transform": f"letterbox longer side to {size}, horizontal flip",
                  "eval": f"longer side {size} (torchvision transform), pycocotools COCOeval bbox",
                  "warmup_epochs": round(DET_WARMUP * cfg.epochs, 4),

@@ -8,8 +8,11 @@ through the shared loop and scored by COCO AP / AP50 / AP75 (pycocotools).
   level), MobileNets a 2-level FPN on their last two stages (+ pool), as in
   ``fasterrcnn_mobilenet_v3_large_fpn``.
 - Input: every image letterboxed so its longer side is S (``min_size = max_size = S`` in
-  torchvision's transform); anchor sizes 32..512 are scaled by S / 800 (torchvision's default
-  resolution) below 800 px, so they keep covering objects of a small image.
+  torchvision's transform). Below 800 px (torchvision's default resolution) anchor sizes
+  32..512 are scaled by S / 800, so they keep covering the objects of a small image, and the
+  per-image RoI counts (512 sampled for the box head in training, 2000 / 1000 proposals in
+  training / test) by (S / 800)^2, floored at 64 / 200 / 100, so a small image does not pay
+  for 512 RoIs through the 12544 x 1024 box head.
 - Training: horizontal flip; boxes marked difficult / iscrowd are left out of the loss and
   passed to the evaluator as ignored. SGD + multistep lr with warm-up, fp32.
 - The loop's contract is ``model(x) -> out`` then ``objective(out, target) -> loss``, but a
@@ -58,6 +61,14 @@ def anchor_sizes(size: int) -> tuple:
     return tuple(max(4, int(round(a * f))) for a in ANCHORS)
 
 
+def roi_counts(size: int) -> dict:
+    """torchvision's per-image RoI / proposal counts, scaled by the image area below 800 px."""
+    f = min(1.0, (size / REFERENCE_SIZE) ** 2)
+    return {"box_batch_size_per_image": max(64, round(512 * f)),
+            "rpn_post_nms_top_n_train": max(200, round(2000 * f)),
+            "rpn_post_nms_top_n_test": max(100, round(1000 * f))}
+
+
 def build_detector(net: nn.Module, family: str, n_classes: int, size: int, mean, std,
                    pretrained: bool) -> FasterRCNN:
     """Faster R-CNN (``n_classes`` + background) on the torchvision classifier ``net``."""
@@ -72,7 +83,8 @@ def build_detector(net: nn.Module, family: str, n_classes: int, size: int, mean,
         backbone = _mobilenet_extractor(net, True, TRAINABLE if pretrained else stages)
         anchors = AnchorGenerator((sizes,) * 3, (ASPECTS,) * 3)
     return FasterRCNN(backbone, num_classes=n_classes + 1, min_size=size, max_size=size,
-                      image_mean=list(mean), image_std=list(std), rpn_anchor_generator=anchors)
+                      image_mean=list(mean), image_std=list(std), rpn_anchor_generator=anchors,
+                      **roi_counts(size))
 
 
 class DetNet(nn.Module):

@@ -1,0 +1,157 @@
+"""Detection transfer: COCO AP by hand, exact boxes from both layouts, frozen BN against the
+eval-mode network, the letterbox transform, and the CLI end to end on tiny real VOC / COCO
+sets (CIFAR-10 photos pasted at known boxes, see tests/dense_fixtures.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+import torchvision
+from dense_fixtures import cli, make_dense, one_line_error
+
+from kdep_cache.transfer import det
+from kdep_cache.transfer.compare import build_table
+from kdep_cache.transfer.dense_metrics import coco_ap
+from kdep_cache.transfer.layouts import VOC_CLASSES, open_dense
+
+FAST = ["--epochs", "1", "--batch-size", "2", "--seeds", "0", "--workers", "0",
+        "--device", "cpu"]
+
+
+def test_coco_ap_by_hand():
+    # two ground-truth boxes; detections by score: exact hit on A (0.9), a false positive
+    # (0.8), a box on B with IoU 62.5 / 100 = 0.625 (0.7)
+    gt = [{"id": 1, "width": 100, "height": 100, "boxes": [[20, 20, 30, 30], [0, 0, 10, 10]],
+           "labels": [1, 1]}]
+    dets = [{"image_id": 1, "box": [20, 20, 30, 30], "label": 1, "score": 0.9},
+            {"image_id": 1, "box": [50, 50, 60, 60], "label": 1, "score": 0.8},
+            {"image_id": 1, "box": [0, 0, 10, 6.25], "label": 1, "score": 0.7}]
+    # IoU thresholds 0.50, 0.55, 0.60: TP FP TP -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1;
+    # the interpolated precision is 1 at the 51 recall points 0..0.50 and 2/3 at the 50 points
+    # 0.51..1 of COCO's 101: AP = (51 + 50 * 2/3) / 101. Thresholds 0.65..0.95 (7 of 10): the
+    # third is a FP, recall stops at 1/2: AP = 51 / 101.
+    hi, lo = (51 + 50 * 2 / 3) / 101, 51 / 101
+    r = coco_ap(gt, dets, ["thing"])
+    assert r["ap50"] == pytest.approx(100 * hi) and r["ap75"] == pytest.approx(100 * lo)
+    assert r["ap"] == pytest.approx(100 * (3 * hi + 7 * lo) / 10)
+    # the false positive on an ignored (difficult / crowd) box is not counted: 2 TP of 2
+    gt[0]["boxes"].append([50, 50, 60, 60])
+    gt[0]["labels"].append(1)
+    gt[0]["ignore"] = [False, False, True]
+    assert coco_ap(gt, dets, ["thing"])["ap50"] == pytest.approx(100.0)
+    assert coco_ap(gt, [], ["thing"]) == {"ap": 0.0, "ap50": 0.0, "ap75": 0.0}
+
+
+def test_boxes_exact_in_both_layouts(tmp_path):
+    root, truth = make_dense(tmp_path / "voc", "voc")
+    voc = open_dense(str(root), "detection")
+    croot, _ = make_dense(tmp_path / "coco", "coco")
+    coco = open_dense(str(croot), "detection")
+    for split, samples in (("train", voc.train), ("val", voc.val)):
+        for s, sc, t in zip(samples, getattr(coco, split), truth[split]):
+            want = [[float(x), float(y), float(x + w), float(y + h)]
+                    for _, x, y, w, h in t["objects"]]
+            assert s.boxes == want and sc.boxes == want
+            assert [VOC_CLASSES[i - 1] for i in s.labels] == [o[0] for o in t["objects"]]
+            assert [coco.classes[i - 1] for i in sc.labels] == [o[0] for o in t["objects"]]
+            assert (s.width, s.height) == tuple(t["size"]) == (sc.width, sc.height)
+
+
+def test_frozen_bn_equals_eval_mode_network():
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 32, 32)
+    ref = net.eval()(x)
+    frozen = det.freeze_bn(copy.deepcopy(net)).train()  # train mode: statistics stay fixed
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    torch.testing.assert_close(frozen(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_letterbox_boxes(tmp_path):
+    root, truth = make_dense(tmp_path / "voc", "voc", n_train=2, n_val=1)
+    data = open_dense(str(root), "detection")
+    ds = det.DetDataset(data.path, data.train, 36)
+    for j, t in enumerate(truth["train"]):
+        w, h = t["size"]
+        scale = 36 / max(w, h)
+        sw, sh = round(w * scale) / w, round(h * scale) / h
+        torch.manual_seed(j)
+        flip = bool(torch.rand(()) < 0.5)
+        torch.manual_seed(j)
+        x, boxes, err = ds[j]
+        assert err == "" and x.shape == (3, 36, 36)
+        for (name, bx, by, bw, bh), row in zip(t["objects"], boxes.tolist()):
+            x1, x2 = bx * sw, (bx + bw) * sw
+            if flip:
+                x1, x2 = 36 - x2, 36 - x1
+            assert row == pytest.approx([VOC_CLASSES.index(name) + 1, x1, by * sh, x2,
+                                         (by + bh) * sh], abs=1e-4)
+
+
+@pytest.mark.parametrize("layout,arch", [("voc", "resnet18"), ("coco", "mobilenet_v2")])
+def test_detection_transfer_cli(tmp_path, layout, arch):
+    """VOC: a plain state_dict student (frozen BN, 3 trainable stages); COCO: random init."""
+    root, _ = make_dense(tmp_path / layout, layout, n_train=2, n_val=2)
+    out = tmp_path / "out"
+    if layout == "voc":
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+        student, label = ["--student", tmp_path / "r18.pth", "--arch", arch], "r18"
+    else:
+        student, label = ["--student", f"random:{arch}"], f"random:{arch}"
+    res = cli("transfer", "--task", "detection", *student, "--data", root,
+              "--out", out, "--image-size", "48", *FAST)
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["protocol"]["task"] == "detection" and r["primary"] == "ap"
+    assert r["protocol"]["image_size"] == 48 and r["dataset"]["n_boxes"]["test"] > 0
+    s = r["seeds"][0]
+    for k in ("ap", "ap50", "ap75"):
+        assert 0 <= s[k] <= 100 and not math.isnan(s[k]) and r["summary"][k]["n"] == 1
+    assert s["ap50"] >= s["ap75"]
+    assert (out / "seed-0" / "metrics.jsonl").is_file()
+    t = build_table([str(out)], "ap50")
+    assert t.columns == [f"{layout} AP50", "mean"]
+    assert t.cells[label, f"{layout} AP50"].mean == s["ap50"]
+    frozen = r["protocol"]["backbone"]
+    assert "FrozenBatchNorm2d" in frozen
+
+
+def test_detection_errors(tmp_path):
+    root, _ = make_dense(tmp_path / "voc", "voc", n_train=2, n_val=1)
+    base = ["transfer", "--task", "detection", "--student", "random:resnet18", "--out",
+            tmp_path / "o", *FAST]
+    xml = root / "Annotations" / "train_0000.xml"
+    good = xml.read_text()
+    xml.write_text(good.replace("<name>cat</name>", "<name>tiger</name>").replace(
+        "<name>boat</name>", "<name>tiger</name>"))
+    one_line_error(cli(*base, "--data", root), "class name 'tiger' is not in the class list")
+    w = int(good.split("<width>")[1].split("<")[0])
+    xmax = good.split("<xmax>")[1].split("<")[0]
+    xml.write_text(good.replace(f"<xmax>{xmax}</xmax>", f"<xmax>{w + 5}</xmax>", 1))
+    one_line_error(cli(*base, "--data", root), "lies outside its")
+    xml.unlink()
+    one_line_error(cli(*base, "--data", root), "no boxes for detection")
+    (root / "ImageSets" / "Main" / "train.txt").write_text("\n")
+    one_line_error(cli(*base, "--data", root), "train.txt lists no images: the split is empty")
+
+    croot, _ = make_dense(tmp_path / "coco", "coco", n_train=2, n_val=1)
+    f = croot / "annotations" / "instances_val.json"
+    doc = json.loads(f.read_text())
+    a = doc["annotations"][0]
+    a["bbox"][0] = doc["images"][0]["width"] - 2
+    f.write_text(json.dumps(doc))
+    one_line_error(cli(*base, "--data", croot), "lies outside its")
+    a["category_id"] = 5
+    f.write_text(json.dumps(doc))
+    one_line_error(cli(*base, "--data", croot), "category_id 5, not in the categories list")
+    f.write_text(json.dumps({**doc, "images": [], "annotations": []}))
+    one_line_error(cli(*base, "--data", croot), "holds no images: the val split is empty")

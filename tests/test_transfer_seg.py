@@ -1,0 +1,145 @@
+"""Segmentation transfer: mIoU by hand, the dilated backbone against torchvision, exact masks
+from both layouts, random scale/crop, poly lr, and the CLI end to end on tiny real VOC / COCO
+sets (CIFAR-10 photos pasted at known boxes, see tests/dense_fixtures.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from dense_fixtures import cli, make_dense, one_line_error
+from PIL import Image
+
+from kdep_cache.transfer import seg
+from kdep_cache.transfer.compare import build_table
+from kdep_cache.transfer.dense_metrics import SegScore
+from kdep_cache.transfer.layouts import VOC_CLASSES, open_dense
+from kdep_cache.transfer.schedules import MultiStep, Poly
+
+FAST = ["--epochs", "1", "--batch-size", "2", "--seeds", "0", "--workers", "0",
+        "--device", "cpu", "--precision", "fp32"]
+
+
+def test_miou_by_hand():
+    gt = np.array([[0, 0, 1], [1, 255, 2]])
+    pred = np.array([[0, 1, 1], [1, 0, 0]])
+    s = SegScore(4)  # class 3 occurs nowhere: excluded from the mean
+    s.add(pred, gt)
+    r = s.result(["bg", "a", "b", "c"])
+    # 5 counted pixels (255 ignored). class 0: TP 1, FP 1 (at gt 2), FN 1 -> 1/3;
+    # class 1: TP 2, FP 1, FN 0 -> 2/3; class 2: TP 0, FN 1 -> 0; mIoU = (1/3 + 2/3 + 0) / 3
+    assert r["per_class_iou"] == pytest.approx({"bg": 100 / 3, "a": 200 / 3, "b": 0.0,
+                                                "c": None})
+    assert r["miou"] == pytest.approx(100 / 3) and r["pixel_acc"] == pytest.approx(60.0)
+    s.add(gt, gt)  # streaming: a perfect second image adds TP only
+    assert s.result(["bg", "a", "b", "c"])["per_class_iou"]["b"] == pytest.approx(50.0)
+
+
+def test_dilation_matches_torchvision_and_gives_stride_8():
+    ours = seg.dilate_resnet(torchvision.models.resnet50())
+    ref = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])
+    geo = lambda n: [(m.stride, m.dilation, m.padding) for m in n.modules()  # noqa: E731
+                     if isinstance(m, torch.nn.Conv2d)]
+    assert geo(ours) == geo(ref)
+    for arch in ("resnet18", "mobilenet_v2"):
+        net = seg.SegNet(torchvision.models.get_model(arch), "resnet" if "res" in arch else
+                         "mobilenet", 3, "psp").eval()
+        feat = net.backbone(torch.zeros(1, 3, 64, 64))["out"]
+        assert feat.shape[-1] == (8 if arch == "resnet18" else 2)  # OS 8 / natural OS 32
+        assert net(torch.zeros(2, 3, 40, 56))["logits"].shape == (2, 3, 40, 56)
+    for head in ("deeplabv3", "fcn"):
+        net = seg.SegNet(torchvision.models.resnet18(), "resnet", 5, head).eval()
+        assert net(torch.zeros(1, 3, 32, 32))["logits"].shape == (1, 5, 32, 32)
+
+
+def test_masks_exact_in_both_layouts(tmp_path):
+    root, truth = make_dense(tmp_path / "voc", "voc")
+    voc = open_dense(str(root), "segmentation")
+    croot, _ = make_dense(tmp_path / "coco", "coco")  # same seed: the same images
+    coco = open_dense(str(croot), "segmentation")
+    assert coco.classes == ["boat", "cat"]  # category ids 9, 17 sorted
+    for sv, sc, t in zip(voc.train, coco.train, truth["train"]):
+        mv, mc = seg.load_mask(voc.path, sv), seg.load_mask(coco.path, sc)
+        want = np.zeros((t["size"][1], t["size"][0]), np.int64)
+        for name, x, y, w, h in t["objects"]:
+            want[y:y + h, x:x + w] = VOC_CLASSES.index(name) + 1
+        obj = want > 0
+        assert (mv[obj] == want[obj]).all()
+        assert set(np.unique(mv[~obj])) <= {0, 255}  # background or VOC's ignore ring
+        for name, x, y, w, h in t["objects"]:
+            assert (mc[y:y + h, x:x + w] == coco.classes.index(name) + 1).all()
+        assert (mc > 0).sum() == sum(w * h for _, _, _, w, h in t["objects"])
+
+
+def test_random_scale_crop_keeps_labels():
+    torch.manual_seed(0)
+    x = torch.rand(3, 20, 30)
+    y = torch.zeros(20, 30, dtype=torch.long)
+    y[5:10, 5:15] = 3
+    for _ in range(10):
+        xc, yc = seg.random_scale_crop(x, y, 24)
+        assert xc.shape == (3, 24, 24) and yc.shape == (24, 24)
+        assert set(yc.unique().tolist()) <= {0, 3, 255}
+
+
+def test_poly_and_multistep_schedules():
+    p = Poly(10, 0.01)
+    assert p.lr_at(0) == pytest.approx(0.01) and p.lr_at(5) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert p.lr_at(10) == 0.0
+    m = MultiStep(9, 0.02, warmup_epochs=1.0)
+    assert m.lr_at(0.5) == pytest.approx(0.01, rel=1e-6)  # half-way through the warm-up
+    assert [m.lr_at(t) for t in (1, 5.9, 6, 8)] == pytest.approx([0.02, 0.02, 0.002, 0.0002])
+
+
+@pytest.mark.parametrize("layout", ["voc", "coco"])
+def test_segmentation_transfer_cli(tmp_path, layout):
+    root, _ = make_dense(tmp_path / layout, layout, n_train=4, n_val=2)
+    out = tmp_path / "out"
+    args = ["transfer", "--task", "segmentation", "--student", "random:resnet18", "--data",
+            root, "--out", out, "--image-size", "32", *FAST]
+    res = cli(*args)
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["protocol"]["task"] == "segmentation" and r["primary"] == "miou"
+    assert r["dataset"]["layout"] == layout and r["dataset"]["n_train"] == 4
+    s = r["seeds"][0]
+    assert 0 <= s["miou"] <= 100 and not math.isnan(s["miou"])
+    assert s["miou"] == pytest.approx(np.mean([v for v in s["per_class_iou"].values()
+                                               if v is not None]))
+    assert r["summary"]["miou"]["mean"] == s["miou"]
+    assert [json.loads(x)["epoch"] for x in
+            (out / "seed-0" / "metrics.jsonl").read_text().splitlines()] == [1]
+    again = cli(*args)
+    assert again.exit_code == 0 and "already done" in again.output
+    t = build_table([str(out)])
+    assert t.columns == [f"{layout} mIoU", "mean"] and "mIoU" in t.title
+    one_line_error(cli("compare", out, "--metric", "balanced"), "does not apply")
+
+
+def test_segmentation_errors(tmp_path):
+    root, _ = make_dense(tmp_path / "voc", "voc", n_train=2, n_val=1)
+    base = ["transfer", "--task", "segmentation", "--student", "random:resnet18",
+            "--out", tmp_path / "o", *FAST]
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("")
+    one_line_error(cli(*base, "--data", root), "the split is empty")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("val_0000\n")
+    (root / "SegmentationClass" / "val_0000.png").unlink()
+    one_line_error(cli(*base, "--data", root), "no masks")
+    Image.new("RGB", (8, 8)).save(root / "SegmentationClass" / "val_0000.png")
+    one_line_error(cli(*base, "--data", root), "is 8x8 but its image is")
+    for p in (root / "SegmentationClass").iterdir():
+        p.unlink()
+    (root / "SegmentationClass").rmdir()
+    one_line_error(cli(*base, "--data", root), "no SegmentationClass/ folder: no masks")
+    croot, _ = make_dense(tmp_path / "coco", "coco", n_train=2, n_val=1)
+    f = croot / "annotations" / "instances_train.json"
+    doc = json.loads(f.read_text())
+    del doc["annotations"][0]["segmentation"]
+    f.write_text(json.dumps(doc))
+    one_line_error(cli(*base, "--data", croot), "has no segmentation: no masks")
+    one_line_error(cli(*base, "--data", tmp_path), "neither a PASCAL VOC folder")
+    one_line_error(cli(*base, "--data", root, "--mode", "linear"), "always fine-tunes")
