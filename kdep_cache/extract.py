@@ -22,14 +22,16 @@ from .augment import PARAM_FIELDS, AugmentSpec
 from .cache.manifest import finalize_store, load_or_init_config, record_shard, shard_done
 from .cache.schema import MANIFEST, RAW, shard_name
 from .cache.store import write_shard
+from .checks import check_options
 from .data import ViewDataset, collate, worker_init
 from .digest import SHA_BYTES
-from .errors import InputError
-from .fsio import writer_lock
+from .errors import InputError, LockedError
+from .fsio import lock_holder_alive, writer_lock
 from .identity import ARRAYS as IDENTITY
 from .identity import check_finished_shards, record_in_images_json
 from .images import scan_images
 from .models import load_teacher
+from .names import STORAGE_DTYPES
 from .runtime import autocast, prepare_model, resolve_device, resolved_precision
 
 log = logging.getLogger(__name__)
@@ -64,17 +66,30 @@ class ExtractConfig:
 
 
 def _validate(cfg: ExtractConfig) -> None:
-    if cfg.views < 1:
-        raise InputError(f"--views must be >= 1, got {cfg.views}")
-    if cfg.image_size < 32:
-        raise InputError(f"--image-size {cfg.image_size} is too small: the teacher downsamples "
-                         "by 32, use at least 32")
-    if cfg.dtype not in ("float16", "float32"):
-        raise InputError(f"--dtype must be float16 or float32, got {cfg.dtype}")
-    if cfg.batch_size < 1 or cfg.workers < 0 or cfg.shard_size < 1 or cfg.chunk < 1:
-        raise InputError("--batch-size and --shard-size must be >= 1, --workers >= 0")
-    if not 0 <= cfg.rank < cfg.world_size:
-        raise InputError(f"--rank must be in [0, {cfg.world_size})")
+    check_options({k: v for k, v in cfg.__dict__.items() if k != "augment"})
+    check_options({"crop_scale": cfg.augment.scale})
+    if cfg.dtype not in STORAGE_DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, got {cfg.dtype}")
+
+
+def _rank_lock(out: Path, cfg: ExtractConfig) -> str:
+    """Lock name of this writer. Ranks of one world write disjoint shards under one lock each;
+    a writer of another world size (e.g. a one-process run beside rank 0 of 2) is refused."""
+    if cfg.world_size == 1:
+        return ".lock"
+    return f".lock-rank{cfg.rank}-of-{cfg.world_size}"
+
+
+def _refuse_other_worlds(out: Path, mine: str) -> None:
+    for lock in out.glob(".lock*"):
+        if lock.name == mine or lock.name.endswith(".tmp"):
+            continue
+        same_world = mine != ".lock" and lock.name.rsplit("-of-", 1)[-1] == mine.rsplit(
+            "-of-", 1)[-1]
+        if not same_world and lock_holder_alive(lock):
+            raise LockedError(f"{out} is being written by another extract ({lock.name}, another "
+                              "--world-size or a one-process run): wait for it, or use the same "
+                              "--world-size for every rank")
 
 
 def extract(cfg: ExtractConfig) -> dict:
@@ -96,8 +111,9 @@ def extract(cfg: ExtractConfig) -> dict:
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
                 "param_fields": list(PARAM_FIELDS)}
-    lock = ".lock" if cfg.world_size == 1 else f".lock-rank{cfg.rank}-of-{cfg.world_size}"
+    lock = _rank_lock(out, cfg)
     with writer_lock(out, lock):  # ranks write disjoint shards: one lock per rank
+        _refuse_other_worlds(out, lock)
         load_or_init_config(out, settings, images.to_json())
         if (out / MANIFEST).is_file():
             log.info("%s is already complete", out)

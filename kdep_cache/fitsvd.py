@@ -8,9 +8,10 @@ Output directory: ``projection.h5`` (the projection artifact), ``shard-NNNNN.h5`
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
@@ -18,9 +19,25 @@ import numpy as np
 from tqdm import tqdm
 
 from .align import AlignSpec, Projection, check_spec, fit_projection
-from .cache.manifest import finalize_store, load_or_init_config, record_shard
-from .cache.schema import ARRAY_ATTR, MANIFEST, PROJECTION, RAW, TARGETS, shard_name
+from .cache.manifest import (
+    diff_settings,
+    finalize_store,
+    load_or_init_config,
+    record_shard,
+    shard_done,
+)
+from .cache.schema import (
+    ARRAY_ATTR,
+    MANIFEST,
+    PROJECTION,
+    PROJECTION_FILE,
+    RAW,
+    TARGETS,
+    shard_name,
+)
 from .cache.store import Store, write_shard
+from .checks import check_options
+from .digest import array_sha
 from .errors import ArtifactError, InputError
 from .fsio import atomic_write, canonical_json, fingerprint, writer_lock
 from .pca import Moments, std_ratio
@@ -71,6 +88,7 @@ def accumulate(cache: Store, views: list[int], bar=None) -> Moments:
 
 
 def fit_svd(cfg: FitConfig) -> dict:
+    check_options(asdict(cfg))
     cache = Store(cfg.cache, RAW)
     dim = _resolve_dim(cfg)
     spec = AlignSpec(dim, cfg.aligner, cfg.transform, cfg.pts_t, cfg.pts_n, cfg.seed, cfg.null)
@@ -79,6 +97,8 @@ def fit_svd(cfg: FitConfig) -> dict:
     out = Path(cfg.out)
     t0 = time.perf_counter()
     with writer_lock(out):
+        if (out / MANIFEST).is_file():
+            return _already_complete(out, cache, spec, views, cfg.dtype)
         bar = tqdm(total=cache.n_images * len(views), unit="img", desc="fit", disable=None)
         m = accumulate(cache, views, bar)
         bar.close()
@@ -86,25 +106,23 @@ def fit_svd(cfg: FitConfig) -> dict:
         t_fit = time.perf_counter() - t0
         proj_fp = fingerprint({"spec": spec.to_json(), "cache": cache.fingerprint,
                                "fit_views": views, "n": m.n,
-                               "arrays": {k: _digest(v) for k, v in proj.arrays().items()}})
+                               "arrays": {k: array_sha(v) for k, v in proj.arrays().items()}})
         a_std = proj.aligned_std(m.cov)
         explained = float(np.sum(a_std**2) / max(np.trace(m.cov), 1e-300))
         settings = {"format": TARGETS, "cache": cache.fingerprint, "projection": proj_fp,
                     "spec": spec.to_json(), "fit_views": views, "dtype": cfg.dtype,
                     "n_images": cache.n_images, "views": cache.views, "dim": dim}
         load_or_init_config(out, settings)
-        _write_projection(out / "projection.h5", proj, proj_fp, cache, views, m.n, explained)
-        if not (out / MANIFEST).is_file():
-            t_std = _write_targets(cache, proj, out, settings, views, cfg.dtype)
-            ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std[proj.live()]),
-                      "transformed": t_std, "rows": f"views {views} of valid images"}
-            finalize_store(out, settings, len(cache.manifest["shards"]), ["targets", "valid"],
-                           extra={"dim": dim, "source_cache": str(Path(cfg.cache).resolve()),
-                                  "std_ratio": ratios, "explained_variance": explained,
-                                  "fitted_samples": m.n, "projection_fingerprint": proj_fp,
-                                  "cache_fingerprint": cache.fingerprint,
-                                  "null_dims": proj.null_dims})
-        manifest = Store(out, TARGETS).manifest
+        _write_projection(out / PROJECTION_FILE, proj, proj_fp, cache, views, m.n, explained)
+        t_std = _write_targets(cache, proj, out, settings, views, cfg.dtype)
+        ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std[proj.live()]),
+                  "transformed": t_std, "rows": f"views {views} of valid images"}
+        manifest = finalize_store(
+            out, settings, len(cache.manifest["shards"]), ["targets", "valid"],
+            extra={"dim": dim, "source_cache": str(Path(cfg.cache).resolve()),
+                   "std_ratio": ratios, "explained_variance": explained,
+                   "fitted_samples": m.n, "projection_fingerprint": proj_fp,
+                   "cache_fingerprint": cache.fingerprint, "null_dims": proj.null_dims})
     return {"out": str(out), "aligner": spec.aligner, "transform": spec.transform, "dim": dim,
             "teacher_dim": int(cache.manifest["dim"]), "fitted_samples": m.n,
             "explained_variance": round(explained, 6),
@@ -114,6 +132,20 @@ def fit_svd(cfg: FitConfig) -> dict:
             "fit_seconds": round(t_fit, 2), "seconds": round(time.perf_counter() - t0, 2),
             "projection": proj_fp[:16], "null_dims": proj.null_dims,
             **({"note": _null_note(proj)} if proj.null_dims else {})}
+
+
+def _already_complete(out: Path, cache: Store, spec: AlignSpec, views, dtype: str) -> dict:
+    """A rerun over finished targets: nothing is recomputed if the settings are the same."""
+    m = Store(out, TARGETS).manifest
+    want = {"cache": cache.fingerprint, "spec": spec.to_json(), "fit_views": views,
+            "dtype": dtype}
+    diffs = diff_settings({k: m["settings"].get(k) for k in want}, json.loads(json.dumps(want)))
+    if diffs:
+        raise InputError(f"{out} already holds targets made with other settings; use a new "
+                         f"--out. Differences: {'; '.join(diffs[:5])}")
+    return {"out": str(out), "complete": True, "dim": m["dim"], "aligner": spec.aligner,
+            "transform": spec.transform, "projection": m["projection_fingerprint"][:16],
+            "null_dims": m.get("null_dims"), "seconds": 0.0, "note": "already complete"}
 
 
 def _null_note(proj: Projection) -> str:
@@ -132,11 +164,6 @@ def _resolve_dim(cfg: FitConfig) -> int:
         from .models import student_width
         return student_width(cfg.student)
     return int(cfg.dim)
-
-
-def _digest(a: np.ndarray) -> str:
-    import hashlib
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
 def _write_projection(path: Path, proj: Projection, fp: str, cache: Store, views, n, expl):
@@ -178,7 +205,7 @@ def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fi
     for s, (lo, hi, valid) in enumerate(cache.iter_shards("valid")):
         ok = valid.astype(bool)
         path = out / shard_name(s)
-        if path.is_file():
+        if shard_done(out, s, lo, hi):
             with h5py.File(path, "r") as f:
                 for v in fit_views:
                     tm = tm.update(f["targets"][v][ok].astype(np.float64))
@@ -190,6 +217,10 @@ def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fi
             t = proj.apply(x)
             t[~ok] = 0.0
             tgt[v] = t.astype(dt)
+            if not np.all(np.isfinite(tgt[v])):  # never write a non-finite target
+                raise ArtifactError(f"targets of images {lo}..{hi} (view {v}) are not finite in "
+                                    f"{dtype} (largest |target| {np.nanmax(np.abs(t)):.3g}): "
+                                    "use --dtype float32 or another --transform")
             if v in fit_views:
                 tm = tm.update(tgt[v][ok].astype(np.float64))
         entry = write_shard(path, {**settings, "start": lo, "stop": hi},

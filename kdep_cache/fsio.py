@@ -190,6 +190,17 @@ def writer_lock(directory: str | os.PathLike, name: str = ".lock"):
             directory.rmdir()  # a run refused before writing anything leaves nothing behind
 
 
+def lock_holder_alive(lock: Path) -> bool:
+    """Is the process recorded in lock file ``lock`` alive (or on another host, unknowable)?"""
+    try:
+        other = json.loads(lock.read_text() or "{}")
+    except (OSError, ValueError):
+        return False
+    if other.get("host") != socket.gethostname():
+        return True
+    return _alive(int(other.get("pid", -1)))
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False

@@ -312,6 +312,7 @@ def test_file_size_limit_fails_cleanly_then_rerun_completes(tmp_path, teacher_fi
     errors = [x for x in r.stderr.splitlines() if x.startswith(("error", "internal error"))]
     assert r.returncode == 2 and len(errors) == 1, r.stderr
     assert str(out / "shard-00001.h5") in errors[0] and "KiB" in errors[0]
+    assert f"needs about {s1 / 1024:.1f} KiB" in errors[0]  # the real size of that shard
     assert not list(out.rglob("*.tmp")) and not (out / ".lock").exists()
     assert not (out / "shard-00001.h5").exists()
     assert contents(out) == {k: v for k, v in contents(ref).items() if "00000" in k}

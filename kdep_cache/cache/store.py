@@ -13,7 +13,7 @@ import numpy as np
 from ..digest import arrays_sha
 from ..errors import ArtifactError
 from ..fsio import atomic_write, canonical_json, read_json, sha256_file
-from .schema import ARRAY_ATTR, FORMAT_VERSION, MANIFEST, shard_name
+from .schema import ARRAY_ATTR, FORMAT_VERSION, MANIFEST, RAW, TARGETS, shard_name
 
 
 def write_shard(path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> dict:
@@ -54,8 +54,10 @@ class Store:
         if not self.dir.is_dir():
             raise ArtifactError(f"{self.dir} does not exist")
         if not mpath.is_file():
-            raise ArtifactError(f"{self.dir} has no {MANIFEST}: it is incomplete (the run that "
-                                "wrote it did not finish); rerun the same command to resume")
+            stage = {RAW: "extract", TARGETS: "fit-svd"}.get(expect_format, "stage")
+            raise ArtifactError(f"{self.dir} has no {MANIFEST}: it is incomplete (the {stage} "
+                                f"that writes it is still running or did not finish); finish "
+                                f"that `kdep-cache {stage}` (rerun it to resume), then retry")
         m = read_json(mpath)
         if m.get("format") != expect_format:
             raise ArtifactError(f"{self.dir} holds {m.get('format')!r}, expected {expect_format!r}")
