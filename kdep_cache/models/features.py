@@ -5,7 +5,10 @@ block is recomputed explicitly here instead:
 - ResNet family: the last block of ``layer4`` up to ``out += identity`` (no final ReLU);
 - MobileNetV2/V3: the last 1x1 conv + BN of ``features`` (before ReLU6 / Hardswish);
 - EfficientNet-Lite: ``_conv_head`` + ``_bn1`` (before ReLU6);
-- TorchScript: whatever the scripted module returns (feature, or (feature, logits)).
+- TorchScript: whatever the scripted module returns (feature, or (feature, logits));
+- timm (``timm_cnn`` / ``timm_vit``) and Hugging Face (``hf``): see ``timm_models.py`` and
+  ``hf_models.py`` (CNNs: pooled pre-activation; ViTs: final-layer CLS token, or the mean
+  patch token with ``feature="mean-patch"``).
 Pooling is adaptive (any input size). ``post`` = pool(act(map)) feeds the classifier.
 """
 
@@ -15,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import MobileNetV2, MobileNetV3, ResNet
+
+from . import hf_models, timm_models
 
 
 def family_of(net: nn.Module) -> str:
@@ -26,6 +31,10 @@ def family_of(net: nn.Module) -> str:
         return "efficientnet_lite"
     if isinstance(net, torch.jit.ScriptModule):
         return "torchscript"
+    if timm_models.is_timm(net):
+        return "timm_vit" if timm_models.is_token_model(net) else "timm_cnn"
+    if hf_models.is_hf(net):
+        return "hf"
     raise TypeError(f"unsupported network type {type(net).__name__}")
 
 
@@ -39,15 +48,29 @@ def _resnet_last_block_preact(block: nn.Module, x: torch.Tensor) -> torch.Tensor
 
 
 class FeatureNet(nn.Module):
-    """Wrap ``net``; ``forward(x)`` returns a dict with ``pre``, ``post`` and ``logits``."""
+    """Wrap ``net``; ``forward(x)`` returns a dict with ``pre``, ``post`` and ``logits``.
+    ``feature`` picks a ViT's token feature (``cls`` default, ``mean-patch``)."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, feature: str | None = None):
         super().__init__()
         self.net = net
         self.family = family_of(net)
+        self.adapter = None  # timm / Hugging Face: the feature is taken there
+        if self.family.startswith("timm"):
+            self.adapter = timm_models.TimmFeatures(net, feature)
+        elif self.family == "hf":
+            self.adapter = hf_models.HFFeatures(net, feature)
+        elif feature is not None:
+            raise ValueError(f"feature {feature!r} applies to timm / Hugging Face ViTs only")
         self.dim = self._infer_dim()
 
+    @property
+    def feature_layer(self) -> str | None:
+        return self.adapter.layer if self.adapter else None
+
     def _infer_dim(self) -> int | None:
+        if self.adapter is not None:
+            return self.adapter.dim
         n = self.net
         if self.family == "resnet":
             return n.fc.in_features
@@ -59,6 +82,8 @@ class FeatureNet(nn.Module):
 
     @property
     def num_classes(self) -> int | None:
+        if self.adapter is not None:
+            return self.adapter.num_classes
         n = self.net
         head = {"resnet": lambda: n.fc, "mobilenet": lambda: n.classifier[-1],
                 "efficientnet_lite": lambda: n._fc}.get(self.family)
@@ -87,6 +112,8 @@ class FeatureNet(nn.Module):
 
     def forward(self, x: torch.Tensor, want_logits: bool = False, want_post: bool = False
                 ) -> dict:
+        if self.adapter is not None:
+            return self.adapter(x, want_logits, want_post)
         if self.family == "torchscript":
             out = self.net(x)
             pre, logits = (out if isinstance(out, (tuple, list)) else (out, None))[:2]

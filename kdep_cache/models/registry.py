@@ -1,4 +1,9 @@
-"""Explicit registries of teachers and students (unknown names raise with the known list)."""
+"""Explicit registries of teachers and students (unknown names raise with the known list).
+
+Teachers: torchvision names, EfficientNet-Lite, TorchScript files, ``timm:NAME`` (+ local
+weights) and ``hf:DIR`` (a local Hugging Face folder). Students: torchvision names and
+``timm:NAME``. Nothing is downloaded.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,12 @@ import torchvision
 from torch import nn
 
 from ..errors import InputError
+from . import hf_models, timm_models
 from .features import FeatureNet
+from .hf_models import VIT_FEATURES
+from .normalization import NORMALIZATIONS, check_preset, normalization  # noqa: F401 (re-export)
 from .weights import fit_state_dict, load_state_dict_file
 
-NORMALIZATIONS = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    # EfficientNet-Lite (TF): (x - 127) / 128 on 0..255 pixels
-    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
-}
 _TV_FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2", "mobilenet_v3")
 KNOWN_STUDENTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                   "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
@@ -34,12 +37,21 @@ class TeacherInfo:
     weights: str
     weights_sha256: str
     feature_layer: str
-    norm: str
+    norm: str                       # a preset name, or where mean/std came from
     dim: int
     num_classes: int | None
+    mean: list | None = None        # recorded when norm is not a preset (checkpoint config)
+    std: list | None = None
+    input_size: int | None = None   # the checkpoint's own resolution, where it says one
+    feature: str | None = None      # a ViT's token feature: cls | mean-patch
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        extra = ("mean", "std", "input_size", "feature")  # omitted if unset: old ids unchanged
+        return {k: v for k, v in self.__dict__.items() if k not in extra or v is not None}
+
+    @property
+    def mean_std(self) -> tuple[tuple, tuple]:
+        return normalization(self.to_json())
 
 
 def _tv_names() -> list[str]:
@@ -47,9 +59,18 @@ def _tv_names() -> list[str]:
                   if n.startswith(_TV_FAMILIES))
 
 
+def check_student(name: str) -> str:
+    if name not in KNOWN_STUDENTS and not name.startswith(timm_models.PREFIX):
+        raise InputError(f"unknown student {name!r}; known: {', '.join(KNOWN_STUDENTS)}, "
+                         "or timm:NAME")
+    return name
+
+
 def build_student(name: str, num_classes: int = 1000) -> nn.Module:
-    if name not in KNOWN_STUDENTS:
-        raise InputError(f"unknown student {name!r}; known: {', '.join(KNOWN_STUDENTS)}")
+    """A random-init student; ``timm:NAME`` is ``timm.create_model(NAME, pretrained=False)``."""
+    check_student(name)
+    if name.startswith(timm_models.PREFIX):
+        return timm_models.create(name[len(timm_models.PREFIX):], num_classes=num_classes)
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
@@ -65,9 +86,14 @@ def _sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_teacher(spec: str, weights: str | None = None, norm: str | None = None
-                 ) -> tuple[FeatureNet, TeacherInfo]:
-    """Resolve ``--teacher`` (+ ``--teacher-weights``) to an eval-mode :class:`FeatureNet`."""
+def load_teacher(spec: str, weights: str | None = None, norm: str | None = None,
+                 feature: str | None = None) -> tuple[FeatureNet, TeacherInfo]:
+    """Resolve ``--teacher`` (+ ``--teacher-weights``) to an eval-mode :class:`FeatureNet`.
+    ``feature``: a ViT's ``cls`` (default) or ``mean-patch`` token feature."""
+    if spec.startswith((timm_models.PREFIX, hf_models.PREFIX)):
+        return _load_ecosystem(spec, weights, norm, feature)
+    if feature not in (None, "pre-activation"):
+        raise InputError(f"--teacher-feature {feature} applies to timm: / hf: ViT teachers")
     key = spec.lower().replace("_", "-")
     if key in LITE_TEACHERS:
         net, wpath = _load_lite(key)
@@ -84,12 +110,10 @@ def load_teacher(spec: str, weights: str | None = None, norm: str | None = None
         norm = norm or "imagenet"
     else:
         raise InputError(f"unknown teacher {spec!r}: use a torchvision name ({', '.join(_tv_names()[:6])}, "
-                         f"...), {', '.join(LITE_TEACHERS)}, or a TorchScript file")
-    if norm not in NORMALIZATIONS:
-        raise InputError(f"unknown normalization {norm!r}; known: {', '.join(NORMALIZATIONS)}")
-    fnet = FeatureNet(net).eval()
-    for p in fnet.parameters():
-        p.requires_grad_(False)
+                         f"...), {', '.join(LITE_TEACHERS)}, a TorchScript file, timm:NAME or "
+                         "hf:DIR")
+    check_preset(norm)
+    fnet = _frozen(FeatureNet(net))
     if fnet.dim is None:  # TorchScript: probe once
         with torch.no_grad():
             fnet.dim = int(fnet(torch.zeros(1, 3, 64, 64))["pre"].shape[1])
@@ -100,6 +124,37 @@ def load_teacher(spec: str, weights: str | None = None, norm: str | None = None
     has_head = fnet.family != "torchscript" and getattr(net, "kdep_has_head", True)
     info = TeacherInfo(spec, wdesc, _sha256(wpath) if wpath else "random", layer, norm,
                        int(fnet.dim), fnet.num_classes if has_head else None)
+    return fnet, info
+
+
+def _frozen(fnet: FeatureNet) -> FeatureNet:
+    fnet.eval()
+    for p in fnet.parameters():
+        p.requires_grad_(False)
+    return fnet
+
+
+def _load_ecosystem(spec: str, weights: str | None, norm: str | None, feature: str | None
+                    ) -> tuple[FeatureNet, TeacherInfo]:
+    """``timm:NAME`` / ``hf:DIR``: mean, std and input size from the checkpoint's config
+    (recorded as values; ``--norm PRESET`` overrides them)."""
+    if spec.startswith(timm_models.PREFIX):
+        net, wpath, wdesc = timm_models.load_teacher(spec[len(timm_models.PREFIX):], weights)
+        mean, std, size = timm_models.data_config(net)
+        sha, source = _sha256(wpath) if wpath else "random", "timm:pretrained_cfg"
+        has_head = getattr(net, "kdep_has_head", True)
+    else:
+        folder = spec[len(hf_models.PREFIX):]
+        net, files = hf_models.load_teacher(folder, weights)
+        mean, std, size = hf_models.preprocessor(folder, norm is None) or (None, None, None)
+        wdesc = str(files[0].resolve()) if len(files) == 1 else str(files[0].parent.resolve())
+        sha, source, has_head = hf_models.weights_sha256(files), "hf:preprocessor_config", False
+    fnet = _frozen(FeatureNet(net, feature))
+    own = norm is None or norm == source
+    info = TeacherInfo(spec, wdesc, sha, fnet.feature_layer, source if own else check_preset(norm),
+                       int(fnet.dim), fnet.num_classes if has_head else None,
+                       list(mean) if own else None, list(std) if own else None, size,
+                       fnet.adapter.feature if fnet.adapter.feature in VIT_FEATURES else None)
     return fnet, info
 
 
