@@ -272,6 +272,14 @@ def test_end_to_end_hf_and_timm_teachers_timm_and_torchvision_students(images, t
     r18.load_state_dict(load_file(runs["resnet18"] / "student.safetensors"), strict=True)
     pth = torch.load(runs["resnet18"] / "student.pth", weights_only=True)
     assert all(torch.equal(pth[k], v) for k, v in r18.state_dict().items())
+    from kdep_cache.transfer.run import TransferConfig, transfer
+    for mode in ("linear", "finetune"):  # a timm student transfers like a torchvision one
+        res = transfer(TransferConfig(student=str(runs["timm:test_vit"]), data=str(images),
+                                      out=str(tmp_path / mode), mode=mode, epochs=1,
+                                      batch_size=4, seeds=(0,), workers=0, device="cpu",
+                                      allow_leakage=True))
+        doc = json.loads((Path(res["out"]) / "results.json").read_text())
+        assert doc["student"]["arch"] == "timm:test_vit" and doc["summary"], doc["summary"]
 
 
 # ---------------------------------------------------------------- safetensors reading
@@ -365,3 +373,46 @@ def test_cli_bad_teacher_is_one_line(images, tmp_path):
 def extract(cfg):
     from kdep_cache.extract import extract as run
     return run(cfg)
+
+
+def _cli_takes_prefixed_names(tmp_path) -> bool:
+    """The torch-free CLI checks (kdep_cache/checks.py) accept timm:NAME students and hf:DIR."""
+    from kdep_cache import checks
+    try:
+        checks.student("student", "timm:test_resnet")
+        checks.check_paths({"teacher": f"hf:{tmp_path}"}, weights=("teacher",))
+    except InputError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_timm_and_hf(images, tmp_path, tdir):
+    """The commands a user types: extract (timm: and hf:) -> fit-svd -> train-student timm:."""
+    from click.testing import CliRunner
+
+    from kdep_cache.cli import main
+    if not _cli_takes_prefixed_names(tmp_path):
+        pytest.skip("kdep_cache/checks.py does not accept timm:NAME / hf:DIR yet")
+    pytest.importorskip("transformers")
+    _, w = timm_weights("test_efficientnet", tdir)
+    _, d = hf_folder("dinov2-wide", tdir)
+    run = CliRunner().invoke
+    common = ["--data", str(images), "--views", "2", "--image-size", "32", "--batch-size", "4",
+              "--workers", "0", "--device", "cpu"]
+    for name, teacher in (("t", ["--teacher", "timm:test_efficientnet", "--teacher-weights",
+                                 str(w)]),
+                          ("h", ["--teacher", f"hf:{d}", "--teacher-feature", "mean-patch"])):
+        r = run(main, ["extract", *common, *teacher, "--out", str(tmp_path / f"c{name}")])
+        assert r.exit_code == 0, r.output
+        r = run(main, ["fit-svd", "--cache", str(tmp_path / f"c{name}"), "--student",
+                       "timm:test_vit", "--aligner", "cs-var", "--out", str(tmp_path / f"t{name}")])
+        assert r.exit_code == 0, r.output
+        r = run(main, ["train-student", "--student", "timm:test_vit", "--targets",
+                       str(tmp_path / f"t{name}"), "--epochs", "1", "--batch-size", "4",
+                       "--workers", "0", "--device", "cpu", "--out", str(tmp_path / f"r{name}")])
+        assert r.exit_code == 0, r.output
+        timm.create_model("test_vit").load_state_dict(
+            load_state_dict_file(tmp_path / f"r{name}" / "student.safetensors"), strict=True)
+    t = Store(tmp_path / "ch", RAW).manifest["settings"]["teacher"]
+    assert t["feature"] == "mean-patch" and t["mean"] == HF_MEAN

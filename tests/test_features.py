@@ -76,3 +76,29 @@ def test_student_registry_and_widths():
     from kdep_cache.errors import InputError
     with pytest.raises(InputError, match="known: resnet18"):
         build_student("vgg11")
+
+
+def test_timm_classifier_prefix_is_the_configured_layer_only():
+    """timm names its classifier in pretrained_cfg: a ConvNeXt's head.norm is backbone (its
+    absence is an error), only head.fc may be missing (a published feature extractor)."""
+    timm = pytest.importorskip("timm")
+    from kdep_cache.errors import ArtifactError
+    from kdep_cache.models.weights import classifier_prefixes, fit_state_dict
+    net = timm.create_model("test_convnext")
+    assert classifier_prefixes(net) == ("head.fc.",)
+    assert classifier_prefixes(torchvision.models.resnet18()) == ("fc.", "classifier.", "_fc.")
+    sd = net.state_dict()
+    no_fc = {k: v for k, v in sd.items() if not k.startswith("head.fc.")}
+    assert fit_state_dict(timm.create_model("test_convnext"), no_fc, "w") is False
+    no_norm = {k: v for k, v in sd.items() if not k.startswith("head.norm.")}
+    with pytest.raises(ArtifactError, match="missing keys head.norm.weight, head.norm.bias"):
+        fit_state_dict(timm.create_model("test_convnext"), no_norm, "w")
+
+
+def test_timm_student_registry():
+    from kdep_cache.errors import InputError
+    from kdep_cache.models import check_student
+    assert check_student("timm:test_vit") == "timm:test_vit"
+    assert student_width("timm:test_vit") == 64  # embed_dim: the CLS token's width
+    with pytest.raises(InputError, match="or timm:NAME"):
+        check_student("vit_tiny")
