@@ -23,6 +23,8 @@ from kdep_cache.errors import ArtifactError, InputError
 from kdep_cache.images import ImageList, load_rgb
 from kdep_cache.models import FeatureNet, build_student, load_teacher, normalization, student_width
 from kdep_cache.models.weights import load_state_dict_file, save_safetensors
+from kdep_cache.names import RESULTS, SIDECAR, STUDENT_FILE
+from kdep_cache.train.student import STUDENT_SAFETENSORS
 
 timm = pytest.importorskip("timm")
 
@@ -261,16 +263,16 @@ def test_end_to_end_hf_and_timm_teachers_timm_and_torchvision_students(images, t
         assert np.isfinite(s["final_loss"])
         runs[student] = r
     for name in ("test_vit", "test_resnet"):
-        sd = load_file(runs[f"timm:{name}"] / "student.safetensors")
+        sd = load_file(runs[f"timm:{name}"] / STUDENT_SAFETENSORS)
         timm.create_model(name).load_state_dict(sd, strict=True)
-        pth = torch.load(runs[f"timm:{name}"] / "student.pth", weights_only=True)
+        pth = torch.load(runs[f"timm:{name}"] / STUDENT_FILE, weights_only=True)
         assert pth.keys() == sd.keys() and all(torch.equal(pth[k], sd[k]) for k in sd)
-    side = json.loads((runs["timm:test_vit"] / "student.json").read_text())
+    side = json.loads((runs["timm:test_vit"] / SIDECAR).read_text())
     assert side["input"]["mean"] == HF_MEAN and side["family"] == "timm_vit"
     assert side["settings"]["lr"] == 0.1 * 4 / 512  # timm students: the 0.1 x batch/512 default
     r18 = torchvision.models.resnet18()
-    r18.load_state_dict(load_file(runs["resnet18"] / "student.safetensors"), strict=True)
-    pth = torch.load(runs["resnet18"] / "student.pth", weights_only=True)
+    r18.load_state_dict(load_file(runs["resnet18"] / STUDENT_SAFETENSORS), strict=True)
+    pth = torch.load(runs["resnet18"] / STUDENT_FILE, weights_only=True)
     assert all(torch.equal(pth[k], v) for k, v in r18.state_dict().items())
     from kdep_cache.transfer.run import TransferConfig, transfer
     for mode in ("linear", "finetune"):  # a timm student transfers like a torchvision one
@@ -278,7 +280,7 @@ def test_end_to_end_hf_and_timm_teachers_timm_and_torchvision_students(images, t
                                       out=str(tmp_path / mode), mode=mode, epochs=1,
                                       batch_size=4, seeds=(0,), workers=0, device="cpu",
                                       allow_leakage=True))
-        doc = json.loads((Path(res["out"]) / "results.json").read_text())
+        doc = json.loads((Path(res["out"]) / RESULTS).read_text())
         assert doc["student"]["arch"] == "timm:test_vit" and doc["summary"], doc["summary"]
 
 
@@ -413,6 +415,6 @@ def test_cli_end_to_end_timm_and_hf(images, tmp_path, tdir):
                        "--workers", "0", "--device", "cpu", "--out", str(tmp_path / f"r{name}")])
         assert r.exit_code == 0, r.output
         timm.create_model("test_vit").load_state_dict(
-            load_state_dict_file(tmp_path / f"r{name}" / "student.safetensors"), strict=True)
+            load_state_dict_file(tmp_path / f"r{name}" / STUDENT_SAFETENSORS), strict=True)
     t = Store(tmp_path / "ch", RAW).manifest["settings"]["teacher"]
     assert t["feature"] == "mean-patch" and t["mean"] == HF_MEAN
