@@ -188,27 +188,27 @@ def existing(key: str, path, kind: str = "dir") -> None:
 
 
 def check_paths(opts: dict, dirs=(), files=(), weights=()) -> None:
-    """Existence of the input paths among ``opts``; ``weights`` options are checked only
-    when they look like a path (a torchvision weights name or ``random`` is not one)."""
+    """Existence of the input paths among ``opts``; ``weights`` options (teachers, weights)
+    are checked only when they look like a path (a torchvision name or weights name,
+    ``random`` and ``timm:NAME`` are not one; ``hf:DIR`` must be a folder)."""
     for key in dirs:
         existing(key, opts.get(key), "dir")
     for key in files:
         existing(key, opts.get(key), "file")
     for key in weights:
         v = opts.get(key)
-        if v is not None and looks_like_path(str(v)):
+        if v is None or str(v).startswith(TIMM_PREFIX):  # timm:NAME is resolved by timm
+            continue
+        if str(v).startswith(HF_PREFIX):  # hf:DIR, a local Hugging Face folder
+            existing(key, str(v)[len(HF_PREFIX):], "dir")
+        elif looks_like_path(str(v)):
             existing(key, v, "any")
 
 
 # one call per command: options, then input paths (the CLI runs these before any import)
 def extract_args(o: dict) -> None:
     check_options(o)
-    check_paths(o, dirs=("data",), files=("file_list",), weights=("teacher_weights",))
-    teacher = str(o.get("teacher") or "")
-    if teacher.startswith(HF_PREFIX):  # hf:DIR, a local Hugging Face folder
-        existing("teacher", teacher[len(HF_PREFIX):], "dir")
-    elif not teacher.startswith(TIMM_PREFIX):  # a TorchScript file, if it looks like a path
-        check_paths(o, weights=("teacher",))
+    check_paths(o, dirs=("data",), files=("file_list",), weights=("teacher", "teacher_weights"))
 
 
 def fit_args(o: dict) -> None:
