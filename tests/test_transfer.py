@@ -244,6 +244,44 @@ def test_linear_multi_seed_results(tmp_path, ds):
     again = cli("transfer", "--student", "random:resnet18", "--data", ds, "--out", out,
                 "--seeds", "0,1", "--json", *FAST)
     assert json.loads(again.stdout)["note"] == "already done"
+    for x in r["seeds"]:  # the probe records its convergence and every score
+        assert x["converged"] is True and 0 < x["n_iter"] <= x["max_iter"] == linear.MAX_ITER
+        assert x["warning"] is None and x["grid_not_converged"] >= 0
+        assert set(x["test_per_class"]) == {"a", "b", "c"}
+        assert x["test_balanced"] == pytest.approx(statistics.fmean(x["test_per_class"].values()))
+    assert r["summary"]["test_balanced"]["n"] == 2
+    t = cmp.build_table([str(out)], "balanced")
+    assert t.columns == ["ds balanced acc.", "mean"] and "balanced acc." in t.title
+    t = cmp.build_table([str(out)], "class:b")
+    assert t.cells["random:resnet18", "ds b acc."].by_seed == {
+        x["seed"]: x["test_per_class"]["b"] for x in r["seeds"]}
+    assert_one_line_error(cli("compare", out, "--metric", "class:zebra"), "no class 'zebra'")
+    assert_one_line_error(cli("compare", out, "--metric", "miou"), "does not apply")
+    assert_one_line_error(cli("compare", out, "--metric", "top5"), "--metric must be one of")
+
+
+def test_image_size_from_the_data(tmp_path):
+    from kdep_cache.transfer.sizes import size_from_sides
+    # median, rounded to a multiple of 8, clamped to the task's range
+    assert size_from_sides([30, 37, 100], "classification") == 40  # 37 / 8 = 4.6 -> 5 * 8
+    assert size_from_sides([44, 60, 61], "classification") == 64  # 60 / 8 = 7.5 -> 8 * 8
+    assert size_from_sides([500, 375, 333], "classification") == 224  # clamped
+    assert size_from_sides([500, 375, 333], "segmentation") == 376
+    assert size_from_sides([10, 12], "detection") == 32
+    ds = tmp_path / "ds"
+    make_tree(ds / "train", n=4)
+    make_tree(ds / "test", n=1, seed=1)
+    for img in (ds / "train" / "a").iterdir():  # 16 px images, a few 48 px ones
+        Image.new("RGB", (48, 56)).save(img)
+    out = tmp_path / "o"
+    fast = [a for a in FAST if a not in ("--image-size", "32")]
+    res = cli("transfer", "--student", "random:resnet18", "--data", ds, "--out", out,
+              "--seeds", "0", *fast)
+    assert res.exit_code == 0, res.output
+    p = json.loads((out / "results.json").read_text())["protocol"]
+    # shorter sides: 4 x 48 and 8 x 16 -> median 16 -> clamped up to 32
+    assert p["image_size"] == 32 and p["image_size_source"] == \
+        "data: median shorter side of 12 images"
 
 
 def test_finetune_relu_present_and_resume(tmp_path, ds, monkeypatch):
@@ -359,3 +397,20 @@ def test_compare_finetune_best_vs_final(tmp_path):
     assert cmp.build_table([str(d)]).cells["kdep", "cifar"].text() == "70.00"
     best = cmp.build_table([str(d)], metric="best")
     assert best.cells["kdep", "cifar"].text() == "71.00" and "best epoch" in best.title
+
+
+def test_compare_plot_quiet_and_title_wrapped(tmp_path):
+    import os
+    import subprocess
+    dirs = [_result(tmp_path / "1", "kdep", "cifar", [70.0, 72.0]),
+            _result(tmp_path / "2", "random", "cifar", [40.0, 41.0])]
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}  # fresh font cache: matplotlib
+    # the library with a root logger at INFO (the CLI keeps third-party loggers at WARNING)
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
+            "from kdep_cache.transfer import compare as c; "
+            "c.plot(c.build_table(sys.argv[1:-1]), sys.argv[-1])")
+    res = subprocess.run([sys.executable, "-c", code, *map(str, dirs), str(tmp_path / "p.png")],
+                         capture_output=True, text=True, env=env,
+                         timeout=120)  # builds its font cache: "INFO matplotlib.font_manager"
+    assert res.returncode == 0, res.stderr
+    assert "matplotlib" not in res.stderr and (tmp_path / "p.png").stat().st_size > 1000

@@ -143,3 +143,37 @@ def test_segmentation_errors(tmp_path):
     one_line_error(cli(*base, "--data", croot), "has no segmentation: no masks")
     one_line_error(cli(*base, "--data", tmp_path), "neither a PASCAL VOC folder")
     one_line_error(cli(*base, "--data", root, "--mode", "linear"), "always fine-tunes")
+
+
+def test_segmentation_resume_and_leakage(tmp_path, monkeypatch):
+    root, _ = make_dense(tmp_path / "voc", "voc", n_train=4, n_val=1)
+    calls = {"n": 0}
+    real = seg.evaluate
+
+    def interrupt_first(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # killed while scoring epoch 2, after epoch 1's checkpoint
+        return real(*a, **k)
+
+    monkeypatch.setattr(seg, "evaluate", interrupt_first)
+    out = tmp_path / "out"
+    args = ["transfer", "--task", "segmentation", "--student", "random:resnet18", "--data",
+            root, "--out", out, "--image-size", "32", *FAST, "--epochs", "2"]
+    assert cli(*args).exit_code == 130
+    assert (out / "seed-0" / "checkpoint.pt").is_file() and not (out / "results.json").exists()
+    one_line_error(cli(*args), "add --resume")
+    res = cli(*args, "--resume")
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "results.json").read_text())["seeds"][0]
+    assert [h["epoch"] for h in s["history"]] == [1, 2] and calls["n"] == 2
+
+    # a student pre-trained on these very val images is refused
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), run / "student.pth")
+    (run / "student.json").write_text(json.dumps({
+        "format": "kdep-cache/student", "student": "mobilenet_v2", "input": {},
+        "lineage": {"images_root": str(root / "JPEGImages"), "images_file": None}}))
+    one_line_error(cli("transfer", "--task", "segmentation", "--student", run, "--data", root,
+                       "--out", tmp_path / "leak", *FAST), "LEAKAGE: 1 of the 1")

@@ -11,7 +11,6 @@ import time
 
 import torch
 
-from ..errors import ArtifactError
 from ..runtime import resolved_precision
 from ..train.loop import sgd, train
 from ..train.student import default_precision
@@ -61,11 +60,7 @@ class _Epoch:
         return len(self.loader)
 
     def __iter__(self):
-        for x, y, reasons in self.loader:
-            bad = [r for r in reasons if r]
-            if bad:
-                raise ArtifactError(f"cannot decode image {bad[0]}: remove or replace it")
-            yield x, y
+        yield from seg.checked(self.loader)
 
 
 def run_seeds(student, data, p: dict, settings: dict, cfg, out, device) -> list[dict]:

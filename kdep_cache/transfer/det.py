@@ -32,7 +32,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms import functional as TF
+from tqdm import tqdm
 
+from ..errors import ArtifactError
 from ..images import BadImage, load_rgb
 from ..train.objectives import Objective
 from .dense_metrics import coco_ap
@@ -168,8 +170,12 @@ def evaluate(net: DetNet, root: str, samples, classes, device) -> dict:
     was = det.training
     det.eval()
     dets = []
-    for s in samples:
-        img = TF.to_tensor(load_rgb(f"{root}/{s.image}")).to(device)
+    for s in tqdm(samples, desc="detection val", unit="image", disable=None, leave=False):
+        try:
+            img = TF.to_tensor(load_rgb(f"{root}/{s.image}")).to(device)
+        except BadImage as e:
+            raise ArtifactError(f"cannot decode image {s.image}: {e}: remove or replace it"
+                                ) from None
         o = det([img])[0]
         dets += [{"image_id": s.id, "box": b.tolist(), "label": int(lab), "score": float(sc)}
                  for b, lab, sc in zip(o["boxes"].cpu(), o["labels"].cpu(), o["scores"].cpu())]

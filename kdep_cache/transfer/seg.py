@@ -24,6 +24,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.transforms import functional as TF
+from tqdm import tqdm
 
 from ..errors import ArtifactError, InputError
 from ..images import BadImage, load_rgb
@@ -189,7 +190,9 @@ def evaluate(net: SegNet, root: str, samples, classes, mean, std, device, worker
     was = net.training
     net.eval()
     score = SegScore(len(classes) + 1)
-    for x, y in checked(loader(root, samples, mean, std, None, 1, workers, False, 0)):
+    batches = checked(loader(root, samples, mean, std, None, 1, workers, False, 0))
+    for x, y in tqdm(batches, total=len(samples), desc="segmentation val", unit="image",
+                     disable=None, leave=False):
         pred = net(x.to(device))["logits"].argmax(1).cpu()
         score.add(pred.numpy(), y.numpy())
     net.train(was)

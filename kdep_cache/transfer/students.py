@@ -67,7 +67,7 @@ class Student:
 
 
 def _check_arch(name: str) -> str:
-    if name not in KNOWN_STUDENTS:
+    if name not in KNOWN_STUDENTS and not name.startswith("timm:"):  # timm:NAME (issue 16)
         raise InputError(f"unknown architecture {name!r}; known: {', '.join(KNOWN_STUDENTS)}")
     return name
 
