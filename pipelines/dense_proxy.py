@@ -1,6 +1,6 @@
 """A tiny real segmentation / detection set in PASCAL VOC or COCO layout: real CIFAR-10 objects
-(whole 32x32 photos, resized) pasted at known, non-overlapping boxes onto real backgrounds
-(up-scaled crops of other CIFAR-10 photos). Boxes and masks are exact by construction: the
+(whole 32x32 test photos, resized) pasted at known, non-overlapping boxes onto real
+backgrounds (up-scaled crops of test photos of the other classes). Boxes and masks are exact by construction: the
 pasted rectangle is the object (mask = its class; VOC masks also get the 1-pixel 255 ring
 VOC draws around objects). A small proxy for VOC / COCO, nothing more.
 
@@ -146,13 +146,17 @@ def build(objects: dict[str, list[Path]], backgrounds: list[Path], out: Path, la
 
 
 def from_cifar(cifar: Path, classes: list[str]) -> tuple[dict, list[Path]]:
-    """Objects from CIFAR-10 train/CLASS/; backgrounds from CIFAR-10 test/ (other photos)."""
-    objects = {VOC_NAME.get(c, c): sorted((cifar / "train" / c).iterdir())[:500]
+    """Objects from CIFAR-10 test/CLASS/, backgrounds from test/ photos of the other classes:
+    never CIFAR-10 train images, from which repro-small draws its pre-training set D_u."""
+    missing = [c for c in classes if not (cifar / "test" / c).is_dir()]
+    if missing:
+        raise SystemExit(f"dense_proxy: {cifar}/test has no class folder {missing[0]}")
+    objects = {VOC_NAME.get(c, c): sorted((cifar / "test" / c).iterdir())[:500]
                for c in classes}
-    backgrounds = sorted(p for d in sorted((cifar / "test").iterdir())
-                         for p in sorted(d.iterdir())[:50])
+    backgrounds = sorted(p for d in sorted((cifar / "test").iterdir()) if d.name not in classes
+                         for p in sorted(d.iterdir())[:100])
     if not backgrounds or not all(objects.values()):
-        raise SystemExit(f"dense_proxy: {cifar} has no CIFAR-10 train/CLASS and test/ images")
+        raise SystemExit(f"dense_proxy: {cifar}/test has too few images")
     return objects, backgrounds
 
 

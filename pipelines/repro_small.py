@@ -30,6 +30,14 @@ HERE = Path(__file__).resolve().parent
 TIMES: dict[str, float] = {}  # step -> seconds of the invocation that did the work
 TIMES_FILE = "stage-times.json"  # kept in the study's out dir, so resumed studies keep them
 FITS: dict[str, dict] = {}  # row | seed -> how well the student fits its targets
+# segmentation / detection columns (issue 15) on a small proxy for VOC / COCO that
+# dense_proxy.py builds from CIFAR-10 *test* photos (never pre-training images): 4 classes
+# pasted at known boxes, 200 train / 100 val images of 48-72 px, 1-2 objects each.
+# Overridable with "dense": {...} in the settings.
+DENSE = {"rows": ["random init", "KDEP SVD+PTS (K=8)", "SP (supervised, same images)"],
+         "train": 200, "val": 100,
+         "segmentation": {"layout": "voc", "epochs": 20, "batch_size": 8, "lr": 0.01},
+         "detection": {"layout": "coco", "epochs": 12, "batch_size": 4, "lr": 0.01}}
 
 
 def timed(name, fn, *a, done: bool | None = None, **k):
@@ -114,6 +122,13 @@ def run(c: dict, on_progress=None) -> dict:
           "--train-per-class", str(c["downstream_train_per_class"]),
           "--test-per-class", str(c["downstream_test_per_class"])],
           done=(ds / "digits").is_dir())
+    dense = {**DENSE, **c.get("dense", {})}
+    for task in ("segmentation", "detection"):
+        lay = dense[task]["layout"]
+        timed(f"prepare dense-{lay}", _prepare, [
+            sys.executable, str(HERE / "dense_proxy.py"), "--cifar10", c["cifar10"], "--out",
+            str(ds / f"dense-{lay}"), "--layout", lay, "--train", str(dense["train"]),
+            "--val", str(dense["val"])], done=(ds / f"dense-{lay}").is_dir())
     spec = AugmentSpec(scale=tuple(c["crop_scale"]))
     timed("extract (teacher, once)", extract, ExtractConfig(
         data=str(ds / "du"), teacher=c["teacher"], out=str(out / "cache"), views=c["views"],
@@ -160,6 +175,14 @@ def run(c: dict, on_progress=None) -> dict:
                     mode=mode, epochs=c["finetune_epochs"], lr=c["finetune_lr"],
                     image_size=c["linear_image_size"], seeds=(seed,), workers=c["workers"]))
                 results.append(rdir)
+        for task in ("segmentation", "detection") if m["label"] in dense["rows"] else ():
+            d = dense[task]
+            rdir = out / "transfer" / f"{tag}-s{seed}-dense-{d['layout']}-{task}"
+            timed(f"dense {tag}-s{seed} {task}", transfer, TransferConfig(
+                student=student, data=str(ds / f"dense-{d['layout']}"), out=str(rdir),
+                label=m["label"], task=task, epochs=d["epochs"], batch_size=d["batch_size"],
+                lr=d["lr"], seeds=(seed,), workers=c["workers"], resume=True))
+            results.append(rdir)
         (out / TIMES_FILE).write_text(json.dumps(TIMES, indent=1))
         if on_progress is not None:  # the table so far: an interrupted study still reports
             on_progress([str(r) for r in results])
@@ -168,9 +191,11 @@ def run(c: dict, on_progress=None) -> dict:
 
 def report(c: dict, dirs: list[str]) -> None:
     cache_bytes = sum(p.stat().st_size for p in (Path(c["out"]) / "cache").glob("*.h5"))
-    by_mode = {"linear": [], "finetune": []}
+    by_mode = {"linear": [], "finetune": [], "segmentation (mIoU) and detection (AP)": []}
     for d in dirs:
-        by_mode[load_result(d)["protocol"]["mode"]].append(d)
+        p = load_result(d)["protocol"]
+        dense = p.get("task", "classification") != "classification"
+        by_mode["segmentation (mIoU) and detection (AP)" if dense else p["mode"]].append(d)
     tables = {m: build_table(ds) for m, ds in by_mode.items() if ds}
     doc = {"config": c, "command": " ".join(sys.argv), "stage_seconds": TIMES,
            "target_fit": FITS,
@@ -199,7 +224,7 @@ def report(c: dict, dirs: list[str]) -> None:
                          f"{f['target_mean_square']:.3f} | {f['explained']:.3f} |")
         lines.append("")
     lines += ["## Stage wall time (s)", "", "| stage | steps | seconds |", "|---|---|---|"]
-    for stage in ("prepare", "extract", "fit-svd", "train", "transfer", "finetune"):
+    for stage in ("prepare", "extract", "fit-svd", "train", "transfer", "finetune", "dense"):
         ks = [k for k in TIMES if k.split(" ")[0] == stage or (stage == "finetune" and
               k.endswith(" finetune"))]
         if stage == "transfer":
