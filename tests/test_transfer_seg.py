@@ -143,6 +143,8 @@ def test_segmentation_errors(tmp_path):
     one_line_error(cli(*base, "--data", croot), "has no segmentation: no masks")
     one_line_error(cli(*base, "--data", tmp_path), "neither a PASCAL VOC folder")
     one_line_error(cli(*base, "--data", root, "--mode", "linear"), "always fine-tunes")
+    one_line_error(cli(*[a if a != "random:resnet18" else "random:timm:test_vit" for a in base],
+                       "--data", root), "needs a torchvision ResNet or MobileNet student")
 
 
 def test_segmentation_resume_and_leakage(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from ..errors import InputError
 from ..runtime import resolved_precision
 from ..train.loop import sgd, train
 from ..train.student import default_precision
@@ -20,7 +21,16 @@ from .schedules import make_schedule
 
 log = logging.getLogger(__name__)
 KEYS = {"segmentation": ("miou", "pixel_acc"), "detection": ("ap", "ap50", "ap75")}
+FAMILIES = ("resnet", "mobilenet")
 DET_WARMUP = 0.1  # fraction of the epochs with a linear lr warm-up (detection)
+
+
+def check_student(student, task: str) -> None:
+    """Dense heads are built on torchvision ResNet / MobileNet students only."""
+    family = student.build(2, 0).family
+    if family not in FAMILIES:
+        raise InputError(f"--task {task} needs a torchvision ResNet or MobileNet student; "
+                         f"{student.spec} is a {family} network")
 
 
 def protocol(cfg, student, size: int, source: str, device) -> tuple[dict, tuple]:
