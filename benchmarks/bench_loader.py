@@ -31,7 +31,7 @@ def epochs_seconds(feed_for_epoch, epochs: int) -> list[dict]:
     out = []
     for e in range(epochs):
         with Probe() as p:
-            n = sum(len(x) for x, _ in feed_for_epoch(e))
+            n = sum(len(b[0]) for b in feed_for_epoch(e))
         assert n > 0
         out.append({"epoch": e, "seconds": round(p.wall, 4), **p.info()})
     return out
@@ -50,7 +50,8 @@ def main() -> None:
     a = ap.parse_args()
     from kdep_cache.extract import ExtractConfig, extract
     from kdep_cache.fitsvd import FitConfig, fit_svd
-    from kdep_cache.train.sources import Feed, open_source
+    from kdep_cache.train.feed import Feed
+    from kdep_cache.train.sources import open_source
     scratch = Path(tempfile.mkdtemp(prefix="kdep-bench-loader-"))
     try:
         torch.manual_seed(0)

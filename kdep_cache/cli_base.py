@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import shlex
 import sys
 
@@ -53,7 +54,8 @@ def _run(fn):
         try:
             return fn(*args, **kwargs)
         except KdepError as e:
-            click.echo(f"error: {e}", err=True)
+            who = f"rank {_rank()}: " if _rank() != "0" and not str(e).startswith("rank ") else ""
+            click.echo(f"error: {who}{e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             cmd = resume_command(ctx)
@@ -71,7 +73,14 @@ def _run(fn):
     return wrapper
 
 
+def _rank() -> str:
+    """This process's rank under torchrun ('0' otherwise)."""
+    return os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+
+
 def emit(summary: dict, as_json: bool = False) -> None:
+    if _rank() != "0":  # under torchrun, rank 0 prints the summary
+        return
     if as_json:
         click.echo(json.dumps(summary, indent=1, default=str))
         return
@@ -82,7 +91,8 @@ def emit(summary: dict, as_json: bool = False) -> None:
 def configure_logging(verbose: int, quiet: bool) -> None:
     """Default: kdep-cache's INFO lines only; ``-v``: its DEBUG lines too (e.g. every file
     extract ignored); ``-vv``: DEBUG of every library; ``-q``: warnings and errors."""
-    own = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    own = logging.WARNING if quiet or _rank() != "0" else (
+        logging.DEBUG if verbose else logging.INFO)  # under torchrun, rank 0 reports
     root = logging.DEBUG if verbose > 1 else logging.WARNING
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(root)

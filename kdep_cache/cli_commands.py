@@ -160,6 +160,11 @@ def fit_svd(as_json, **kw):
 @click.option("--teacher-weights", default=None, help="online only: teacher weights file.")
 @click.option("--max-views", type=int, default=None,
               help="Use only views 0..k-1 of the cache (epoch e sees view e mod k).")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep checkpoint.pt (weights + optimizer state) after the run finishes; by "
+                   "default it is removed once student.pth is saved (it only serves --resume).")
+@click.option("--sync-bn", is_flag=True,
+              help="Under torchrun: BatchNorm statistics over the global batch of all ranks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
 def train_student(as_json, **kw):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import dist
 from .augment import PARAM_FIELDS, AugmentSpec
 from .cache.manifest import finalize_store, load_or_init_config, record_shard, shard_done
 from .cache.schema import MANIFEST, RAW, shard_name
@@ -26,7 +27,7 @@ from .checks import check_options
 from .data import ViewDataset, collate, worker_init
 from .digest import SHA_BYTES
 from .errors import InputError, LockedError
-from .fsio import lock_holder_alive, writer_lock
+from .fsio import lock_holder_alive, read_json, writer_lock
 from .identity import ARRAYS as IDENTITY
 from .identity import check_finished_shards, record_in_images_json
 from .images import scan_images
@@ -93,14 +94,23 @@ def _refuse_other_worlds(out: Path, mine: str) -> None:
 
 
 def extract(cfg: ExtractConfig) -> dict:
-    """Run stage 1; return a summary dict. Raises :class:`KdepError` on bad input."""
+    """Run stage 1; return a summary dict. Raises :class:`KdepError` on bad input.
+
+    Under torchrun the ranks come from the environment: rank r writes shards s with
+    s % world_size == r on its own device, and rank 0 writes the manifest after a barrier."""
     _validate(cfg)
+    d = dist.context(cfg.device)
+    if dist.env_ranks() is not None:
+        if (cfg.rank, cfg.world_size) not in ((0, 1), (d.rank, d.world_size)):
+            raise InputError(f"--rank {cfg.rank} --world-size {cfg.world_size} contradicts "
+                             f"torchrun's RANK={d.rank} WORLD_SIZE={d.world_size}: give one")
+        cfg = replace(cfg, rank=d.rank, world_size=d.world_size)
     images = scan_images(cfg.data, cfg.file_list, cfg.fraction, cfg.seed)
     teacher, tinfo = load_teacher(cfg.teacher, cfg.teacher_weights, cfg.norm,
                                   cfg.teacher_feature)
     if cfg.save_logits and not tinfo.num_classes:
         raise InputError(f"--save-logits: teacher {cfg.teacher} has no classifier to give logits")
-    device = resolve_device(cfg.device)
+    device = dist.rank_device(resolve_device(cfg.device))
     precision = resolved_precision(device, cfg.precision)
     autocast(device, precision)  # validates the combination before any work
     out = Path(cfg.out)
@@ -129,7 +139,8 @@ def extract(cfg: ExtractConfig) -> dict:
         todo = [s for s in mine if s not in done]
         t0, written, done_imgs = time.perf_counter(), 0, 0
         bar = tqdm(total=sum(min(len(images), (s + 1) * cfg.shard_size) - s * cfg.shard_size
-                             for s in todo), unit="img", desc="extract", disable=None)
+                             for s in todo), unit="img", desc="extract",
+                   disable=None if d.main else True)
         for s in todo:
             lo, hi = _range(s, cfg, len(images))
             arrays, skipped = _extract_shard(cfg, images, teacher, device, precision, mean, std,
@@ -141,16 +152,27 @@ def extract(cfg: ExtractConfig) -> dict:
             done_imgs += hi - lo
         bar.close()
         secs = time.perf_counter() - t0
-        if all((out / shard_name(s)).is_file() for s in range(n_shards)):
-            record_in_images_json(out, n_shards)
-        manifest = finalize_store(out, settings, n_shards, arrays=_array_names(cfg),
-                                  extra={"dim": tinfo.dim, "dtype": cfg.dtype})
+        d.barrier("extract: waiting for every rank's shards")
+        manifest = None
+        if d.main or not d.enabled:  # torchrun: rank 0; separate ranks: the last to finish
+            manifest = _finalize(out, settings, n_shards, cfg, tinfo.dim)
+        d.barrier("extract: waiting for rank 0's manifest")
+        if manifest is None and d.enabled:
+            manifest = read_json(out / MANIFEST)
     summary = {"out": str(out), "complete": manifest is not None, "images": len(images),
                "images_processed": done_imgs, "views": cfg.views, "seconds": round(secs, 2),
                "images_per_s": round(done_imgs / secs, 2) if secs > 0 else None,
                "bytes_written": written, "device": str(device), "precision": precision,
                "skipped": len(manifest["skipped"]) if manifest else None}
     return summary
+
+
+def _finalize(out: Path, settings: dict, n_shards: int, cfg: ExtractConfig, dim: int):
+    if not all((out / shard_name(s)).is_file() for s in range(n_shards)):
+        return None  # other ranks (started separately) are still writing theirs
+    record_in_images_json(out, n_shards)
+    return finalize_store(out, settings, n_shards, arrays=_array_names(cfg),
+                          extra={"dim": dim, "dtype": cfg.dtype})
 
 
 def _range(s: int, cfg: ExtractConfig, n: int) -> tuple[int, int]:

@@ -15,7 +15,8 @@ from kdep_cache.errors import InputError, LineageError, TrainingError
 from kdep_cache.extract import extract
 from kdep_cache.fitsvd import FitConfig, fit_svd
 from kdep_cache.train import loop
-from kdep_cache.train.sources import Feed, open_source
+from kdep_cache.train.feed import Feed
+from kdep_cache.train.sources import open_source
 from kdep_cache.train.student import TrainConfig, train_student
 
 
@@ -66,8 +67,8 @@ def test_persistent_workers_serve_every_epoch_identically(pipe):
         ref = list(Feed(src, "targets", 4, 0, 3, False).epoch(epoch))
         got = list(pooled.epoch(epoch))
         assert len(got) == len(ref) > 0
-        for (x, t), (xr, tr) in zip(got, ref):
-            assert torch.equal(x, xr) and torch.equal(t, tr)
+        for (x, t, w), (xr, tr, wr) in zip(got, ref):
+            assert torch.equal(x, xr) and torch.equal(t, tr) and w == wr == 1.0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -86,7 +87,7 @@ def test_cached_targets_equal_online_teacher_on_replayed_views(tmp_path, teacher
     src = open_source(str(tmp_path / "t"), None, None, "targets", None, 0)
     t_, n_ = proj.spec.pts_t, proj.spec.pts_n
     for epoch in (0, 7):
-        for x, t in Feed(src, "targets", 6, 0, 0, False).epoch(epoch):
+        for x, t, _ in Feed(src, "targets", 6, 0, 0, False).epoch(epoch):
             with torch.no_grad():
                 f = teacher(x)["pre"]
                 online = proj.apply_torch(f)

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-from tqdm import tqdm
+from torch import nn
 
 from ..cache.manifest import diff_settings
 from ..cache.schema import CHECKPOINT, METRICS
 from ..digest import state_sha
+from ..dist import Dist
 from ..errors import ArtifactError, InputError, TrainingError
 from ..fsio import atomic_write
+from ..progress import Progress, duration
 from ..runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -77,10 +79,39 @@ def load_checkpoint(run_dir: Path, settings: dict) -> dict | None:
     return state
 
 
+class _Step(nn.Module):
+    """Student + objective as one module, so DistributedDataParallel syncs the gradients of
+    both (a 1x1-conv regressor learns too)."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module, device, precision: str):
+        super().__init__()
+        self.model, self.objective, self.device, self.precision = model, objective, device, \
+            precision
+
+    def forward(self, x, target):
+        o = self.objective
+        with autocast(self.device, self.precision):
+            out = self.model(x, want_logits=o.want_logits, want_post=o.want_post)
+        return o(out, target)
+
+
+def _wrap(step: _Step, dist: Dist, device) -> nn.Module:
+    if not dist.enabled:
+        return step
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    # the classifier head is unused by feature objectives: find_unused_parameters
+    return DDP(step, device_ids=[device.index] if device.type == "cuda" else None,
+               find_unused_parameters=True)
+
+
 def train(model, objective, batches: Callable[[int], Iterable], optimizer, schedule: Schedule,
           run_dir: Path, settings: dict, device, precision: str, start: dict | None = None,
-          on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train") -> list[dict]:
-    """Train ``model`` for ``schedule.epochs``; ``batches(epoch)`` yields ``(x, target)``."""
+          on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train",
+          dist: Dist | None = None) -> list[dict]:
+    """Train ``model`` for ``schedule.epochs``; ``batches(epoch)`` yields ``(x, target)`` or
+    ``(x, target, weight)`` (this rank's share of a global batch x world size). Under
+    torch.distributed only rank 0 writes the checkpoint and metrics and shows progress."""
+    dist = dist or Dist()
     epoch0 = 0
     history: list[dict] = []
     # fp16 gradients underflow without loss scaling; a no-op for fp32 / bf16
@@ -93,16 +124,20 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
             scaler.load_state_dict(start["scaler"])
         epoch0 = int(start["epoch"])
         history = json.loads(start["history"])
-    metrics_path = run_dir / METRICS
+    step_fn = _wrap(_Step(model, objective, device, precision), dist, device)
+    first = batches(epoch0)
+    per_epoch = max(len(first), 1) if hasattr(first, "__len__") else 1
+    prog = Progress(schedule.epochs * per_epoch, "batch", desc, enabled=dist.main,
+                    initial=epoch0 * per_epoch)
     for epoch in range(epoch0, schedule.epochs):
         model.train()
         objective.train()
         t0, seen, sums, steps = time.perf_counter(), 0, {}, 0
-        it = batches(epoch)
-        bar = tqdm(it, total=getattr(it, "__len__", lambda: None)(), desc=f"{desc} {epoch + 1}"
-                   f"/{schedule.epochs}", unit="batch", disable=None, leave=False)
+        it = first if epoch == epoch0 else batches(epoch)
         n_steps = max(len(it), 1) if hasattr(it, "__len__") else 1
-        for step, (x, target) in enumerate(bar):
+        for step, batch in enumerate(it):
+            x, target = batch[0], batch[1]
+            weight = float(batch[2]) if len(batch) > 2 else 1.0
             lr = schedule.lr_at(epoch + step / n_steps)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -111,25 +146,28 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
                 target = objective.target(x)
             else:
                 target = target.to(device, non_blocking=True)
-            with autocast(device, precision):
-                out = model(x, want_logits=objective.want_logits, want_post=objective.want_post)
-            parts = objective(out, target)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
+            parts = step_fn(x, target)
+            names = sorted(parts)
+            # global-batch means of the loss parts (and the image count), on every rank
+            red = dist.all_reduce(torch.stack([parts[k].detach().float() * weight / dist.world_size
+                                               for k in names] + [torch.tensor(
+                                                   float(x.shape[0]), device=x.device)]),
+                                  "train: loss all-reduce").cpu()
+            if not torch.isfinite(red[names.index("loss")]):
                 kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir / CHECKPOINT}"
                         if epoch else "no checkpoint was written (it failed in the first epoch)")
                 raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; "
                                     f"{kept}: lower --lr or --loss-weight")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(parts["loss"] * weight).backward()
             scaler.step(optimizer)
             scaler.update()
-            seen += x.shape[0]
+            seen += int(red[-1])
             steps += 1
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            if steps % 10 == 0:
-                bar.set_postfix(loss=f"{sums['loss'] / steps:.4f}", lr=f"{lr:.3g}")
+            for k, v in zip(names, red.tolist()):
+                sums[k] = sums.get(k, 0.0) + v
+            prog.update(1, epoch=f"{epoch + 1}/{schedule.epochs}",
+                        loss=f"{sums['loss'] / steps:.4f}", lr=f"{lr:.3g}")
         secs = time.perf_counter() - t0
         rec = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()},
                "lr": schedule.lr_at(epoch), "images": seen, "seconds": round(secs, 3),
@@ -137,13 +175,17 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
         if on_epoch_end is not None:
             rec.update(on_epoch_end(epoch))
         history.append(rec)
-        save_checkpoint(run_dir, {"model": model.state_dict(), "objective":
-                                  objective.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "epoch": epoch + 1, "settings": json.dumps(settings),
-                                  "history": json.dumps(history),
-                                  "scaler": scaler.state_dict() if scaler.is_enabled() else {}})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if dist.main:
+            save_checkpoint(run_dir, {"model": model.state_dict(), "objective":
+                                      objective.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "epoch": epoch + 1, "settings": json.dumps(settings),
+                                      "history": json.dumps(history),
+                                      "scaler": scaler.state_dict() if scaler.is_enabled() else {}})
+            with open(run_dir / METRICS, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        prog.line(f"epoch {epoch + 1}/{schedule.epochs}: loss {rec['loss']:.4f}, "
+                  f"{rec['images_per_s']} img/s, {duration(secs)}")
+    prog.close()
     return history
 
 

@@ -7,18 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..augment import AugmentSpec
 from ..cache.manifest import IMAGES
 from ..cache.schema import RAW, TARGETS
 from ..cache.store import Store
-from ..data import collate, render_views, worker_init
-from ..errors import ArtifactError, InputError, LineageError
+from ..errors import InputError, LineageError
 from ..fsio import read_json
 from ..identity import ARRAYS as IDENTITY
-from ..identity import check_batch, check_sizes
+from ..identity import check_sizes
 from ..images import ImageList, scan_images
 from ..models.registry import NORMALIZATIONS, normalization
 
@@ -109,96 +106,3 @@ def _fresh_source(data: str, size: int, seed: int) -> Source:
     mean, std = NORMALIZATIONS["imagenet"]
     return Source(images, np.arange(len(images)), None, None, mean, std, size, 0, AugmentSpec(),
                   seed)
-
-
-class _Views(Dataset):
-    """Item ``view * N + id`` -> one rendered view of image ``id``: stored parameters are read
-    from the cache's memory map inside the worker (fresh ones sampled from ``(seed, view, id)``
-    without a cache), so one set of workers serves every epoch."""
-
-    def __init__(self, src: Source):
-        self.src, self.n = src, len(src.images)
-
-    def __len__(self) -> int:
-        return self.n * max(1, self.src.views)
-
-    def __getitem__(self, key: int):
-        view, i = divmod(int(key), self.n)
-        src = self.src
-        params = None if src.cache is None else src.cache.read("params", [i], view=view)
-        return render_views(src.images, i, [view], src.image_size, src.mean, src.std, src.spec,
-                            src.seed, params)
-
-
-class _EpochOrder(Sampler):
-    """Epoch ``e``: view ``e mod K`` (``e`` itself without a cache) of every usable image, in a
-    permutation seeded by ``(seed, e)``; set in the main process before each epoch."""
-
-    def __init__(self, src: Source, seed: int):
-        self.src, self.seed, self.epoch = src, seed, 0
-
-    def view(self) -> int:
-        return self.epoch % self.src.views if self.src.views else self.epoch
-
-    def ids(self) -> np.ndarray:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return self.src.ids[torch.randperm(len(self.src.ids), generator=g).numpy()]
-
-    def __len__(self) -> int:
-        return len(self.src.ids)
-
-    def __iter__(self):
-        return iter((self.view() * len(self.src.images) + self.ids()).tolist())
-
-
-class Feed:
-    """``(x, target)`` batches for every epoch of a run from one persistent DataLoader."""
-
-    def __init__(self, src: Source, needs: str, batch_size: int, workers: int, seed: int,
-                 pin: bool):
-        self.src, self.needs, self.order = src, needs, _EpochOrder(src, seed)
-        self.labels = np.asarray(src.images.labels)
-        self.identity = src.cache is not None and all(src.cache.has(a) for a in IDENTITY)
-        if src.cache is not None:
-            src.cache.map_all("params")
-        self.loader = DataLoader(_Views(src), batch_size=batch_size, sampler=self.order,
-                                 num_workers=workers, collate_fn=collate,
-                                 worker_init_fn=worker_init, pin_memory=pin,
-                                 drop_last=len(src.ids) >= 2 * batch_size,
-                                 persistent_workers=workers > 0)
-
-    def epoch(self, e: int) -> EpochBatches:
-        self.order.epoch = e
-        return EpochBatches(self, self.order.view())
-
-
-class EpochBatches:
-    """One epoch of a :class:`Feed`; ``loader`` yields the raw rendered batches."""
-
-    def __init__(self, feed: Feed, view: int):
-        self.feed, self.view, self.loader = feed, view, feed.loader
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        src, v, needs = self.feed.src, self.view, self.feed.needs
-        for ids, x, _, ok, reasons, fsize, fsha in self.loader:
-            if not bool(ok.all()):
-                bad = int(ids[~ok][0])
-                raise ArtifactError(f"image {src.images.paths[bad]} can no longer be decoded "
-                                    f"({reasons[int(np.flatnonzero(~ok.numpy())[0])]})")
-            idn = ids.numpy()
-            if self.feed.identity:  # the bytes the workers decoded are the extracted ones
-                check_batch(src.images, idn, fsize.numpy(), fsha.numpy(),
-                            src.cache.read("file_size", idn), src.cache.read("file_sha256", idn),
-                            "the cache was extracted from")
-            if needs == "targets":
-                t = torch.from_numpy(src.targets.read("targets", idn, view=v))
-            elif needs in ("features", "post", "logits"):
-                t = torch.from_numpy(src.cache.read(needs, idn, view=v))
-            elif needs == "labels":
-                t = torch.from_numpy(self.feed.labels[idn]).long()
-            else:
-                t = torch.empty(0)
-            yield x[:, 0], t

@@ -3,6 +3,7 @@ plain torchvision state_dict + a provenance sidecar."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .. import dist
 from ..cache.schema import (
     CHECKPOINT,
     METRICS,
@@ -27,6 +29,7 @@ from ..errors import InputError
 from ..fsio import atomic_write, fingerprint, write_json, writer_lock
 from ..models import FeatureNet, build_student, save_safetensors
 from ..runtime import default_precision, prepare_model, resolve_device
+from .feed import Feed
 from .loop import Schedule, load_checkpoint, rewrite_metrics, sgd, train
 from .objectives import (
     KDEP,
@@ -38,7 +41,8 @@ from .objectives import (
     Supervised,
     margins_from_features,
 )
-from .sources import Feed, Source, open_source
+from .sources import Source, open_source
+from .syncbn import sync_batchnorm
 
 __all__ = ["TrainConfig", "default_precision", "size_warning", "train_student"]
 log = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ class TrainConfig:
     teacher_weights: str | None = None  # online only: override the recorded weights path
     max_views: int | None = None   # cycle over views 0..k-1 of a K-view cache (K ablation)
     keep_checkpoint: bool = False  # checkpoint.pt is only needed to resume an unfinished run
+    sync_bn: bool = False          # torchrun: BatchNorm statistics over the global batch
 
 
 def size_warning(src: Source) -> str | None:
@@ -89,11 +94,17 @@ def size_warning(src: Source) -> str | None:
 
 
 def train_student(cfg: TrainConfig) -> dict:
+    """Train one student. Under torchrun: DistributedDataParallel, ``--batch-size`` is the
+    global batch (each rank takes its slice of every global batch), and rank 0 alone writes."""
     _validate(cfg)
+    d = dist.context(cfg.device)
+    if cfg.batch_size < d.world_size:
+        raise InputError(f"--batch-size {cfg.batch_size} is the global batch: it must be at "
+                         f"least the {d.world_size} ranks")
     torch.manual_seed(cfg.seed)
     src, net, n_classes = _build(cfg)
     objective = _objective(cfg, src, net)
-    device = resolve_device(cfg.device)
+    device = dist.rank_device(resolve_device(cfg.device))
     precision = (default_precision(device, src.image_size) if cfg.precision == "auto"
                  else cfg.precision)
     lr = cfg.lr if cfg.lr is not None else BASE_LR_512.get(net.family, 0.1) * cfg.batch_size / 512
@@ -101,16 +112,18 @@ def train_student(cfg: TrainConfig) -> dict:
     settings = _settings(cfg, src, lr, schedule, precision)
     warning = size_warning(src)
     out = Path(cfg.out)
-    with writer_lock(out):
+    with writer_lock(out) if d.main else contextlib.nullcontext():
         if (out / SIDECAR).is_file():
             done = json.loads((out / SIDECAR).read_text())
             if done.get("settings") == settings:
                 return {"out": str(out), "complete": True, "note": "already trained"}
             raise InputError(f"{out} already holds a trained student with other settings; "
                              "use a new --out")
-        start = _resume_state(out, settings, cfg.resume)
-        if warning:
+        start = _resume_state(out, settings, cfg.resume, d.main)
+        if warning and d.main:
             log.warning("%s", warning)
+        if cfg.sync_bn and d.enabled:
+            net = sync_batchnorm(net, device)
         net = prepare_model(net, device)
         objective = objective.to(device)
         if cfg.objective == "online":
@@ -119,17 +132,19 @@ def train_student(cfg: TrainConfig) -> dict:
                   cfg.weight_decay)
         t0 = time.perf_counter()
         feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, cfg.workers, cfg.seed,
-                    device.type == "cuda")
+                    device.type == "cuda", d.rank, d.world_size)
         history = train(net, objective, feed.epoch, opt, schedule, out, settings, device,
-                        precision, start, desc=cfg.student)
+                        precision, start, desc=cfg.student, dist=d)
         secs = time.perf_counter() - t0
-        _save(out, cfg, src, net, n_classes, settings, history, warning)
+        if d.main:
+            _save(out, cfg, src, net, n_classes, settings, history, warning)
     last = history[-1] if history else {}
     return {"out": str(out), "student": cfg.student, "objective": cfg.objective,
             "epochs": cfg.epochs, "final_loss": round(last.get("loss", float("nan")), 5),
             "first_loss": round(history[0]["loss"], 5) if history else None,
             "images_per_s": last.get("images_per_s"), "seconds": round(secs, 1),
             "precision": precision, "device": str(device),
+            **({"ranks": d.world_size} if d.enabled else {}),
             **({"warning": warning} if warning else {})}
 
 
@@ -168,11 +183,13 @@ def _settings(cfg: TrainConfig, src: Source, lr: float, schedule: Schedule,
     return json.loads(json.dumps(s))
 
 
-def _resume_state(out: Path, settings: dict, resume: bool) -> dict | None:
+def _resume_state(out: Path, settings: dict, resume: bool, main: bool = True) -> dict | None:
     start = load_checkpoint(out, settings)
     if start is not None and not resume:
         raise InputError(f"{out} holds an interrupted run (epoch {start['epoch']}): add "
                          "--resume to continue it, or use a new --out")
+    if not main:
+        return start
     if start is not None:
         rewrite_metrics(out, json.loads(start["history"]))
     elif (out / METRICS).exists():

@@ -1,0 +1,135 @@
+"""torch.distributed, as torchrun launches it: ranks from the environment, one device per
+rank, and the few collectives the stages use.
+
+Every stage calls :func:`context` once. Without torchrun (no ``WORLD_SIZE`` / ``RANK`` in the
+environment) it returns a one-process context and nothing else changes. Under torchrun it
+initializes the default process group: NCCL with each rank on ``cuda:LOCAL_RANK`` when the
+stage runs on CUDA, gloo on CPU. Collectives time out after ``KDEP_DIST_TIMEOUT`` seconds
+(default 1800: fit-svd's rank 0 may work for minutes while the others wait at a barrier);
+a rank that dies makes the others fail in the next collective (gloo sees the closed
+connection at once) or be stopped by torchrun's agent, and :func:`failure_line` turns that
+into one line naming the rank.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .errors import KdepError
+
+DEFAULT_TIMEOUT_S = 1800
+
+
+class DistError(KdepError):
+    """A collective failed: another rank died, raised or stalled past the timeout."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self, what: str) -> None:
+        if self.enabled:
+            _guard(torch.distributed.barrier, what, self.rank)
+
+    def all_reduce(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        """Sum over ranks, in place (no-op in one process)."""
+        if self.enabled:
+            _guard(lambda: torch.distributed.all_reduce(t), what, self.rank)
+        return t
+
+    def broadcast_object(self, obj, what: str):
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        _guard(lambda: torch.distributed.broadcast_object_list(box, src=0), what, self.rank)
+        return box[0]
+
+
+def env_ranks() -> Dist | None:
+    """The ranks torchrun (or a scheduler) put in the environment, or None."""
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return None
+    world = int(os.environ["WORLD_SIZE"])
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", 0)),
+                local_world)
+
+
+def context(device: str = "auto") -> Dist:
+    """Join the process group torchrun set up (idempotent), or a one-process context."""
+    n = threads_per_rank()
+    if n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    d = env_ranks()
+    if d is None:
+        return Dist()
+    if not torch.distributed.is_initialized():
+        cuda = device != "cpu" and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(d.local_rank)
+        timeout = datetime.timedelta(seconds=float(os.environ.get("KDEP_DIST_TIMEOUT",
+                                                                  DEFAULT_TIMEOUT_S)))
+        atexit.register(close)
+        torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=timeout,
+                                             **({"device_id": torch.device("cuda",
+                                                                           d.local_rank)}
+                                                if cuda else {}))
+    return d
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """Under torchrun each rank has its own GPU, ``cuda:LOCAL_RANK``; CPU ranks share."""
+    d = env_ranks()
+    if d is not None and device.type == "cuda":
+        return torch.device("cuda", d.local_rank)
+    return device
+
+
+def threads_per_rank() -> int | None:
+    """Intra-op threads for this process: ``KDEP_THREADS`` if set; under torchrun, the
+    cores this process may use divided by the local ranks, unless ``OMP_NUM_THREADS`` was
+    set to something other than torchrun's own default of 1 (which starves CPU ranks)."""
+    if os.environ.get("KDEP_THREADS"):
+        return max(1, int(os.environ["KDEP_THREADS"]))
+    d = env_ranks()
+    if d is None or os.environ.get("OMP_NUM_THREADS", "1") != "1":
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // max(1, d.local_world_size))
+
+
+def close() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _guard(fn, what: str, rank: int):
+    try:
+        return fn()
+    except (RuntimeError, ValueError) as e:  # gloo/NCCL report peers' deaths and timeouts so
+        raise DistError(failure_line(rank, what, e)) from None
+
+
+def failure_line(rank: int, what: str, e: BaseException) -> str:
+    text = " ".join(str(e).split())[:240]
+    return (f"rank {rank}: {what} failed ({type(e).__name__}: {text}): another rank died, "
+            "raised or stalled past KDEP_DIST_TIMEOUT; rerun the same command to resume")

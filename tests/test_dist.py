@@ -1,0 +1,192 @@
+"""torch.distributed: every stage under torchrun (gloo, 2 CPU processes) equals one process.
+
+Each test launches real ``torchrun`` subprocesses on the loopback interface."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+pytestmark = pytest.mark.slow
+CIFAR = Path(__file__).parent / "data" / "cifar"
+BIN = Path(sys.executable).parent
+KDEP = str(BIN / "kdep-cache")
+TORCHRUN = str(BIN / "torchrun")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**kw) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                        "MASTER_PORT")}
+    return {**env, "KDEP_DIST_TIMEOUT": "60", **kw}
+
+
+def torchrun(*args, nproc=2, extra=(), timeout=300, check=True, **popen):
+    cmd = [TORCHRUN, *extra, "--nproc-per-node", str(nproc), "--no-python", KDEP, *map(str, args)]
+    if not extra:
+        cmd[1:1] = ["--standalone"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(),
+                       **popen)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def one(*args, timeout=300):
+    r = subprocess.run([KDEP, *map(str, args)], capture_output=True, text=True, env=_env(),
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _extract_args(data, out, teacher):
+    return ["extract", "--data", data, "--teacher", "resnet18", "--teacher-weights", teacher,
+            "--out", out, "--views", 2, "--image-size", 32, "--workers", 0, "--device", "cpu",
+            "--shard-size", 4, "--batch-size", 4]
+
+
+def _same_cache(a: Path, b: Path) -> None:
+    sa, sb = sorted(a.glob("shard-*.h5")), sorted(b.glob("shard-*.h5"))
+    assert [p.name for p in sa] == [p.name for p in sb] and sa
+    for x, y in zip(sa, sb):
+        with h5py.File(x, "r") as f, h5py.File(y, "r") as g:
+            assert sorted(f) == sorted(g)
+            for k in f:
+                assert np.array_equal(f[k][()], g[k][()]), (x.name, k)
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    assert ma["fingerprint"] == mb["fingerprint"]
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dist")
+    shutil.copytree(CIFAR, d / "images")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), d / "r18.pth")
+    one(*_extract_args(d / "images", d / "cache", d / "r18.pth"))
+    one("fit-svd", "--cache", d / "cache", "--out", d / "targets", "--dim", 512,
+        "--aligner", "identity")
+    return d
+
+
+def test_torchrun_extract_equals_one_process(ref, tmp_path):
+    r = torchrun(*_extract_args(ref / "images", tmp_path / "c", ref / "r18.pth"))
+    assert r.stdout.count("images_processed") == 1  # rank 0 alone prints the summary
+    _same_cache(ref / "cache", tmp_path / "c")
+    assert not list((tmp_path / "c").glob(".lock*"))
+
+
+def test_two_nodes_on_localhost_equal_one_process(ref, tmp_path):
+    port = _port()
+    procs = [subprocess.Popen(
+        [TORCHRUN, "--nnodes", "2", "--node-rank", str(n), "--rdzv-backend", "c10d",
+         "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "kdep-test", "--nproc-per-node",
+         "1", "--no-python", KDEP,
+         *map(str, _extract_args(ref / "images", tmp_path / "c", ref / "r18.pth"))],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    _same_cache(ref / "cache", tmp_path / "c")
+
+
+def _train_args(ref, out, *more):
+    return ["train-student", "--student", "resnet18", "--targets", ref / "targets", "--out", out,
+            "--epochs", 2, "--batch-size", 8, "--image-size", 64, "--lr", 0.001, "--workers", 0,
+            "--device", "cpu", "--precision", "fp32", *more]
+
+
+def _params(run: Path) -> torch.Tensor:
+    sd = torch.load(run / "student.pth", weights_only=True)
+    return torch.cat([v.flatten() for k, v in sorted(sd.items())
+                      if v.dtype.is_floating_point and "running" not in k])
+
+
+def test_ddp_sync_bn_equals_one_process_with_the_global_batch(ref, tmp_path):
+    """2 ranks x 4 images with --sync-bn == 1 process x 8 images, 2 epochs. Without --sync-bn
+    (per-rank BatchNorm statistics) the same comparison fails: the check can tell."""
+    one(*_train_args(ref, tmp_path / "one"))
+    torchrun(*_train_args(ref, tmp_path / "ddp", "--sync-bn"))
+    torchrun(*_train_args(ref, tmp_path / "nosync"))
+    a, b, c = (_params(tmp_path / x) for x in ("one", "ddp", "nosync"))
+    rel = lambda x, y: float((x - y).norm() / x.norm())  # noqa: E731
+    assert rel(a, b) < 1e-5, rel(a, b)
+    assert rel(a, c) > 1e-5 * 10, rel(a, c)
+    la, lb = ([json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").open()]
+              for r in ("one", "ddp"))
+    assert np.allclose(la, lb, rtol=1e-4), (la, lb)  # global-batch losses, logged by rank 0
+    for r in ("ddp", "nosync"):
+        assert sorted(p.name for p in (tmp_path / r).iterdir()) == [
+            "metrics.jsonl", "student.json", "student.pth", "student.safetensors"]
+
+
+def _kill_after_first_checkpoint(cmd: list, run: Path, env: dict) -> None:
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    t0 = time.monotonic()
+    while not (run / "checkpoint.pt").is_file():
+        assert p.poll() is None and time.monotonic() - t0 < 240
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(30)
+
+
+def test_two_rank_checkpoint_resumes_on_one_process(ref, tmp_path):
+    run = tmp_path / "run"
+    args = _train_args(ref, run, "--sync-bn")
+    args[args.index("--epochs") + 1] = 3
+    _kill_after_first_checkpoint([TORCHRUN, "--standalone", "--nproc-per-node", "2",
+                                  "--no-python", KDEP, *map(str, args)], run, _env())
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    r = subprocess.run([KDEP, *map(str, [a for a in args if a != "--sync-bn"]), "--resume"],
+                       capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    hist = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[0] == first
+
+
+def test_a_killed_rank_stops_the_others_with_one_line(ref, tmp_path):
+    """Ranks started by a scheduler (no torchrun agent to stop them): rank 1 is killed
+    mid-training; rank 0 fails in its next collective with one line naming itself, fast."""
+    port = _port()
+    args = _train_args(ref, tmp_path / "run")
+    args[args.index("--epochs") + 1] = 50
+    procs = []
+    for rank in (0, 1):
+        env = _env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), KDEP_DIST_TIMEOUT="30")
+        procs.append(subprocess.Popen([KDEP, *map(str, args)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    run = tmp_path / "run"
+    t0 = time.monotonic()
+    while not (run / "metrics.jsonl").is_file():
+        assert procs[0].poll() is None and time.monotonic() - t0 < 240
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)
+    t_kill = time.monotonic()
+    _, err = procs[0].communicate(timeout=90)
+    assert time.monotonic() - t_kill < 45  # bounded by the (shortened) collective timeout
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert procs[0].returncode == 5 and len(errors) == 1, err[-2000:]
+    assert "rank 0:" in errors[0] and "rerun the same command" in errors[0]
+    assert not list(run.glob("*.tmp"))
+    procs[1].wait(10)
