@@ -11,7 +11,7 @@ STAMP := $(VENV)/.kdep-installed
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[lite,test,plot,timm,hf,det]"
+	$(PY) -m pip install -q -e ".[lite,test,plot,timm,hf,det,svg]"
 	touch $(STAMP)
 
 quickstart: $(STAMP)

@@ -26,11 +26,9 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .names import ALIGNERS, NULLS, TRANSFORMS  # noqa: F401  (defined once, there)
 from .pca import Moments, pca
 
-ALIGNERS = ("svd", "cs-var", "cs-rand", "interp", "identity")
-TRANSFORMS = ("pts", "sn", "sm", "none")
-NULLS = ("zero", "keep")
 NULL_RTOL = 1e-3  # std relative to the top component (float16 rounding sits near 1e-4)
 
 

@@ -14,6 +14,7 @@ from .names import (
     PRECISIONS,
     SCHEDULES,
     STORAGE_DTYPES,
+    TEACHER_FEATURES,
     TRANSFORMS,
 )
 
@@ -51,7 +52,9 @@ def _aug_options(f):
                    "or 'random'.")
 @click.option("--out", required=True, type=click.Path(), help="Cache directory to write.")
 @click.option("--views", default=4, show_default=True, help="K augmented views per image.")
-@click.option("--image-size", default=224, show_default=True, help="Teacher input size S.")
+@click.option("--image-size", type=int, default=None,
+              help="Teacher input size S (default: the checkpoint's own for timm:/hf: teachers "
+                   "(timm pretrained_cfg, HF preprocessor_config), else 224 as in the paper).")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of views and --fraction (0..2**32-1).")
 @click.option("--batch-size", default=64, show_default=True, help="Images per batch (x K views).")
@@ -70,7 +73,7 @@ def _aug_options(f):
 @click.option("--save-post", is_flag=True,
               help="Also cache post-activation features (conv1x1-post baseline).")
 @click.option("--norm", default=None, help="Input normalization preset (imagenet, lite).")
-@click.option("--teacher-feature", type=click.Choice(["cls", "mean-patch"]), default=None,
+@click.option("--teacher-feature", type=click.Choice(TEACHER_FEATURES), default=None,
               help="ViT teachers (timm:/hf:): final-layer CLS token (default) or mean patch token.")
 @click.option("--shard-size", default=1024, show_default=True, help="Images per shard.")
 @click.option("--rank", default=0, show_default=True, help="This process's rank (multi-process).")

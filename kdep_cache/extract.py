@@ -36,6 +36,7 @@ from .names import STORAGE_DTYPES
 from .runtime import autocast, prepare_model, resolve_device, resolved_precision
 
 log = logging.getLogger(__name__)
+DEFAULT_IMAGE_SIZE = 224  # the paper's; used when the teacher's checkpoint names no size
 
 
 @dataclass
@@ -45,7 +46,7 @@ class ExtractConfig:
     out: str
     teacher_weights: str | None = None
     views: int = 4                 # K cached views per image (Beyer et al.: more is better)
-    image_size: int = 224          # teacher input size (paper: 224)
+    image_size: int | None = None  # teacher input size: the checkpoint's own, else 224 (paper)
     seed: int = 0
     batch_size: int = 64           # images per loader batch (x K views per teacher pass)
     workers: int = 2
@@ -110,6 +111,8 @@ def extract(cfg: ExtractConfig) -> dict:
                                   cfg.teacher_feature)
     if cfg.save_logits and not tinfo.num_classes:
         raise InputError(f"--save-logits: teacher {cfg.teacher} has no classifier to give logits")
+    if cfg.image_size is None:  # timm pretrained_cfg / HF preprocessor_config, else 224
+        cfg = replace(cfg, image_size=int(tinfo.input_size or DEFAULT_IMAGE_SIZE))
     device = dist.rank_device(resolve_device(cfg.device))
     precision = resolved_precision(device, cfg.precision)
     autocast(device, precision)  # validates the combination before any work
@@ -155,7 +158,7 @@ def extract(cfg: ExtractConfig) -> dict:
         d.barrier("extract: waiting for every rank's shards")
         manifest = None
         if d.main or not d.enabled:  # torchrun: rank 0; separate ranks: the last to finish
-            manifest = _finalize(out, settings, n_shards, cfg, tinfo.dim)
+            manifest = _finalize(out, settings, n_shards, cfg, tinfo.dim, images.scan_record())
         d.barrier("extract: waiting for rank 0's manifest")
         if manifest is None and d.enabled:
             manifest = read_json(out / MANIFEST)
@@ -163,16 +166,18 @@ def extract(cfg: ExtractConfig) -> dict:
                "images_processed": done_imgs, "views": cfg.views, "seconds": round(secs, 2),
                "images_per_s": round(done_imgs / secs, 2) if secs > 0 else None,
                "bytes_written": written, "device": str(device), "precision": precision,
-               "skipped": len(manifest["skipped"]) if manifest else None}
+               "skipped": len(manifest["skipped"]) if manifest else None,
+               "ignored": images.scan_summary()}
     return summary
 
 
-def _finalize(out: Path, settings: dict, n_shards: int, cfg: ExtractConfig, dim: int):
+def _finalize(out: Path, settings: dict, n_shards: int, cfg: ExtractConfig, dim: int,
+              scan: dict):
     if not all((out / shard_name(s)).is_file() for s in range(n_shards)):
         return None  # other ranks (started separately) are still writing theirs
     record_in_images_json(out, n_shards)
     return finalize_store(out, settings, n_shards, arrays=_array_names(cfg),
-                          extra={"dim": dim, "dtype": cfg.dtype})
+                          extra={"dim": dim, "dtype": cfg.dtype, "scan": scan})
 
 
 def _range(s: int, cfg: ExtractConfig, n: int) -> tuple[int, int]:

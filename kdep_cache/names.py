@@ -21,6 +21,8 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # learning-rate schedules (train/loop.py) and transfer modes (transfer/run.py)
 SCHEDULES = ("step", "cosine", "constant")
 TRANSFER_MODES = ("linear", "finetune")
+# ViT teacher features (models/timm_models.py, models/hf_models.py)
+TEACHER_FEATURES = ("cls", "mean-patch")
 # torchvision students (models/registry.py)
 KNOWN_STUDENTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                   "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
@@ -37,3 +39,4 @@ RESULTS = "results.json"
 CONFIG = "config.json"
 IMAGES = "images.json"
 PROJECTION_FILE = "projection.h5"
+STUDENT_SAFETENSORS = "student.safetensors"  # the same tensors as STUDENT_FILE, no pickle

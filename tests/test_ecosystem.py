@@ -23,8 +23,7 @@ from kdep_cache.errors import ArtifactError, InputError
 from kdep_cache.images import ImageList, load_rgb
 from kdep_cache.models import FeatureNet, build_student, load_teacher, normalization, student_width
 from kdep_cache.models.weights import load_state_dict_file, save_safetensors
-from kdep_cache.names import RESULTS, SIDECAR, STUDENT_FILE
-from kdep_cache.train.student import STUDENT_SAFETENSORS
+from kdep_cache.names import RESULTS, SIDECAR, STUDENT_FILE, STUDENT_SAFETENSORS
 
 timm = pytest.importorskip("timm")
 

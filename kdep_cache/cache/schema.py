@@ -17,6 +17,7 @@ from ..names import (  # noqa: F401  (re-exported)
     RESULTS,
     SIDECAR,
     STUDENT_FILE,
+    STUDENT_SAFETENSORS,
 )
 
 RAW = "kdep-cache/raw-features"       # extract output

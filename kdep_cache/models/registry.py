@@ -16,6 +16,7 @@ import torchvision
 from torch import nn
 
 from ..errors import InputError
+from ..names import KNOWN_STUDENTS  # noqa: F401  (defined once, there)
 from . import hf_models, timm_models
 from .features import FeatureNet
 from .hf_models import VIT_FEATURES
@@ -23,9 +24,6 @@ from .normalization import NORMALIZATIONS, check_preset, normalization  # noqa: 
 from .weights import fit_state_dict, load_state_dict_file
 
 _TV_FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2", "mobilenet_v3")
-KNOWN_STUDENTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                  "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
-                  "mobilenet_v3_small", "mobilenet_v3_large")
 LITE_TEACHERS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..names import TEACHER_FEATURES as VIT_FEATURES
 from .normalization import as_mean_std
 from .weights import fit_state_dict, load_state_dict_file
 
@@ -31,7 +32,6 @@ _DYNAMIC_SIZE = ("timm.models.vision_transformer", "timm.models.deit", "timm.mod
 _ACTS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish,
          nn.PReLU, nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.SELU, nn.CELU)
 _PASS = (nn.Identity, nn.Dropout)
-VIT_FEATURES = ("cls", "mean-patch")
 
 
 def _timm():

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OBJECTIVES = ("kdep", "conv1x1-pre", "conv1x1-post", "conv1x1-margin", "logits",
-              "supervised", "online")
+from ..names import OBJECTIVES  # noqa: F401  (defined once, there; re-exported)
+
 # objective -> the per-batch input it trains on (the data source is opened from this)
 NEEDS = {"kdep": "targets", "online": "teacher", "conv1x1-pre": "features",
          "conv1x1-margin": "features", "conv1x1-post": "post", "logits": "logits",

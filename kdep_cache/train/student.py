@@ -21,6 +21,7 @@ from ..cache.schema import (
     SIDECAR,
     STUDENT,
     STUDENT_FILE,
+    STUDENT_SAFETENSORS,
     now_iso,
     producer_info,
 )
@@ -47,7 +48,6 @@ from .syncbn import sync_batchnorm
 __all__ = ["TrainConfig", "default_precision", "size_warning", "train_student"]
 log = logging.getLogger(__name__)
 BASE_LR_512 = {"resnet": 0.3, "mobilenet": 0.1}  # paper recipe, at batch 512; others: 0.1
-STUDENT_SAFETENSORS = "student.safetensors"  # beside STUDENT_FILE (issue 16; -> names.py)
 SIZE_RATIO_WARN = 1.5  # student / teacher input size beyond which train-student warns
 
 
