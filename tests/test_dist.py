@@ -190,3 +190,21 @@ def test_a_killed_rank_stops_the_others_with_one_line(ref, tmp_path):
     assert "rank 0:" in errors[0] and "rerun the same command" in errors[0]
     assert not list(run.glob("*.tmp"))
     procs[1].wait(10)
+
+
+def test_torchrun_fit_svd_equals_one_process_and_shares_a_refusal(ref, tmp_path):
+    """Rank 0 fits (one BLAS thread, so bitwise the one-process result) while rank 1 waits;
+    a refusal on rank 0 reaches rank 1 as one line."""
+    for args in (("--dim", 8), ("--dim", 512, "--aligner", "identity")):
+        one("fit-svd", "--cache", ref / "cache", "--out", tmp_path / f"one{args[1]}", *args)
+        torchrun("fit-svd", "--cache", ref / "cache", "--out", tmp_path / f"ddp{args[1]}", *args)
+        fa, fb = (json.loads((tmp_path / f"{w}{args[1]}" / "manifest.json").read_text())
+                  for w in ("one", "ddp"))
+        assert fa["fingerprint"] == fb["fingerprint"]
+        assert fa["projection_fingerprint"] == fb["projection_fingerprint"]
+    r = torchrun("fit-svd", "--cache", ref / "cache", "--out", tmp_path / "bad", "--dim", 600,
+                 check=False)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode != 0 and len(errors) == 2, r.stderr[-2000:]
+    assert "larger than the teacher width" in errors[0] and "rank 0 could not" in " ".join(errors)
+    assert not (tmp_path / "bad").exists()
