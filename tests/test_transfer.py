@@ -399,6 +399,7 @@ def test_compare_finetune_best_vs_final(tmp_path):
     assert best.cells["kdep", "cifar"].text() == "71.00" and "best epoch" in best.title
 
 
+@pytest.mark.slow  # a fresh matplotlib font cache is built in a subprocess
 def test_compare_plot_quiet_and_title_wrapped(tmp_path):
     import os
     import subprocess

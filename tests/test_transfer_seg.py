@@ -147,6 +147,7 @@ def test_segmentation_errors(tmp_path):
                        "--data", root), "needs a torchvision ResNet or MobileNet student")
 
 
+@pytest.mark.slow  # two short fine-tunes
 def test_segmentation_resume_and_leakage(tmp_path, monkeypatch):
     root, _ = make_dense(tmp_path / "voc", "voc", n_train=4, n_val=1)
     calls = {"n": 0}

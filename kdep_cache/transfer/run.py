@@ -22,7 +22,7 @@ from ..train.student import default_precision
 from .data import Batches, open_downstream, test_transform
 from .finetune import finetune
 from .linear import C_GRID, MAX_ITER, VAL_FRACTION, extract_features, linear_probe
-from .sizes import image_sides, size_from_sides
+from .sizes import input_size
 from .students import leaked, resolve_student
 
 log = logging.getLogger(__name__)
@@ -123,18 +123,6 @@ def _protocol(cfg: TransferConfig, size: int, source: str, mean, std, precision:
     return p
 
 
-def input_size(cfg: TransferConfig, student, files: list[str], task: str) -> tuple[int, str]:
-    """S and where it came from: --image-size, the student's sidecar (classification only;
-    dense tasks use their own resolution), or the data (:mod:`.sizes`)."""
-    if cfg.image_size:
-        return cfg.image_size, "--image-size"
-    if task == "classification" and student.image_size:
-        return int(student.image_size), "student sidecar (pre-training size)"
-    sides = image_sides(files, longer=task == "detection")
-    side = "longer" if task == "detection" else "shorter"
-    return size_from_sides(sides, task), f"data: median {side} side of {len(sides)} images"
-
-
 def _leakage(cfg: TransferConfig, student, data) -> tuple[bool, list[str]]:
     checked, overlap = leaked((student.sidecar or {}).get("lineage"), data.test_files())
     if overlap:
@@ -162,7 +150,7 @@ def transfer(cfg: TransferConfig) -> dict:
         files = [os.path.join(data.path, s.image) for s in data.train]
     checked, overlap = _leakage(cfg, student, data)
     device = resolve_device(cfg.device)
-    size, source = input_size(cfg, student, files, cfg.task)
+    size, source = input_size(cfg.image_size, student.image_size, files, cfg.task)
     mean, std = student.mean_std
     out = Path(cfg.out)
     if cfg.task == "classification":

@@ -39,3 +39,16 @@ def image_sides(files: list[str], longer: bool = False) -> list[int]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def input_size(given: int | None, student_size: int | None, files: list[str], task: str
+               ) -> tuple[int, str]:
+    """S and where it came from: ``--image-size``, the student's sidecar (classification only;
+    dense tasks use their own resolution), or the data."""
+    if given:
+        return given, "--image-size"
+    if task == "classification" and student_size:
+        return int(student_size), "student sidecar (pre-training size)"
+    sides = image_sides(files, longer=task == "detection")
+    side = "longer" if task == "detection" else "shorter"
+    return size_from_sides(sides, task), f"data: median {side} side of {len(sides)} images"
