@@ -31,8 +31,8 @@ def diagnose(cache, out, targets, views, tsne_points, seed, as_json):
     c = r["compactness"]
     summary = {"out": out, "report": REPORT, "samples": r["rows"]["samples"],
                "std_ratio_raw": round(r["std_ratio"]["raw"], 3),
-               **({f"std_ratio_{k}": round(v, 3) for k, v in r["std_ratio_projected"].items()}
-                  if "std_ratio_projected" in r else {}),
+               **({f"std_ratio_{k}": round(v, 3) for k, v in r["std_ratio_projected"].items()
+                   if k != "real_directions"} if "std_ratio_projected" in r else {}),
                "rank": r["spectrum"]["rank"],
                "components_90pct": r["spectrum"]["components_for"]["90%"],
                "compactness": round(c["compactness"], 4) if c["available"] else c["reason"],

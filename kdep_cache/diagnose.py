@@ -111,11 +111,15 @@ def _projected(store: Store, targets: Path, m: Moments, vs: list[int]) -> dict:
             rows = np.arange(lo, hi)[valid.astype(bool)]
             tm = tm.update(ts.read("targets", rows, view=v).astype(np.float64))
     t_std = np.sqrt(tm.var)
+    real = a_std > NULL_RTOL * a_std.max()  # without the null directions (rank < width)
     return {"targets": {"path": str(targets.resolve()), "fingerprint": ts.fingerprint,
                         "projection": attrs.get("fingerprint"), "spec": proj.spec.to_json(),
                         "live_channels": int(live.sum())},
             "std_ratio_projected": {"aligned": std_ratio(a_std[live]),
-                                    "transformed": std_ratio(t_std[live])},
+                                    "transformed": std_ratio(t_std[live]),
+                                    "aligned_real": std_ratio(a_std[real]),
+                                    "transformed_real": std_ratio(t_std[real]),
+                                    "real_directions": int(real.sum())},
             "channel_std_projected": {"aligned": a_std.tolist(), "transformed": t_std.tolist()},
             "projection_explained_variance": float(np.sum(a_std**2) / np.trace(m.cov))}
 

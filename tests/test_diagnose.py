@@ -91,6 +91,12 @@ def test_every_number_matches_numpy(built, tmp_path):
     assert np.allclose(r["channel_std_projected"]["transformed"], t_std, rtol=1e-7)
     assert r["std_ratio_projected"]["aligned"] == pytest.approx(_std_ratio(a_std), rel=1e-7)
     assert r["std_ratio_projected"]["transformed"] == pytest.approx(_std_ratio(t_std), rel=1e-7)
+    real = a_std > NULL_RTOL * a_std.max()   # the null directions of a rank-deficient teacher
+    assert r["std_ratio_projected"]["real_directions"] == int(real.sum())
+    assert r["std_ratio_projected"]["aligned_real"] == pytest.approx(_std_ratio(a_std[real]),
+                                                                     rel=1e-7)
+    assert r["std_ratio_projected"]["transformed_real"] == pytest.approx(
+        _std_ratio(t_std[real]), rel=1e-7)
     assert r["projection_explained_variance"] == pytest.approx(
         np.sum(a_std**2) / np.sum(std**2), rel=1e-9)
     # lineage
@@ -183,3 +189,17 @@ def test_cli_command(built, tmp_path):
     assert bad.exit_code == 2
     assert bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
     assert "Traceback" not in bad.output
+
+
+def test_std_ratio_without_the_null_directions_of_a_rank_deficient_teacher(tmp_path):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(2, 60, 3)) * [4.0, 2.0, 1.0]) @ rng.normal(size=(3, 8))  # rank 3 of 8
+    cache = make_fake_cache(tmp_path / "c", x, 16)
+    fit_svd(FitConfig(cache=str(cache), out=str(tmp_path / "t"), dim=6, dtype="float32"))
+    r = diagnose(cache, tmp_path / "d", targets=tmp_path / "t", plots=False)
+    with h5py.File(tmp_path / "t" / "projection.h5", "r") as f:
+        a_std = ((x[0] - f["center"][()]) @ f["weight"][()]).std(0, ddof=1)
+    p = r["std_ratio_projected"]
+    assert p["real_directions"] == 3
+    assert p["aligned_real"] == pytest.approx(_std_ratio(a_std[:3]), rel=1e-6)
+    assert p["aligned"] > 1e4 * p["aligned_real"]  # the null dims' std is float rounding (~1e-8)
