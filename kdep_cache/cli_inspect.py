@@ -39,7 +39,9 @@ def format_info(d: dict) -> str:
     if t:
         lines.append(f"{'teacher':>18}: {t.get('name')} ({t.get('weights')}, sha256 "
                      f"{str(t.get('weights_sha256'))[:16]}), {t.get('feature_layer')}, "
-                     f"dim {t.get('dim')}, norm {t.get('norm')}")
+                     f"dim {t.get('dim')}, norm {t.get('norm')}"
+                     + (f" (mean {_rounded(t['mean'])}, std {_rounded(t['std'])})"
+                        if t.get("mean") else ""))
     if d.get("augment"):
         lines.append(f"{'augmentation':>18}: " + ", ".join(f"{k}={v}" for k, v in
                                                          d["augment"].items()))
@@ -105,3 +107,7 @@ def verify(path, as_json):
                    f"verified, {unchecked} not checkable, {len(r['problems'])} problems")
     if not r["ok"]:
         click.get_current_context().exit(1)
+
+
+def _rounded(v) -> str:
+    return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"

@@ -16,7 +16,16 @@ from .errors import ArtifactError
 from .fsio import fingerprint, read_json, sha256_file
 from .inspect import PROJ_ARRAYS, locate
 from .lineage import h5_attrs, images_fp, manifest, transfer_student
-from .names import CHECKPOINT, CONFIG, IMAGES, PROJECTION_FILE, RESULTS, SIDECAR, STUDENT_FILE
+from .names import (
+    CHECKPOINT,
+    CONFIG,
+    IMAGES,
+    PROJECTION_FILE,
+    RESULTS,
+    SIDECAR,
+    STUDENT_FILE,
+    STUDENT_SAFETENSORS,
+)
 
 
 class _Report:
@@ -136,6 +145,15 @@ def _verify_student(p: Path, rep: _Report) -> None:
         return rep.add(STUDENT_FILE, "corrupt", f"does not load: {type(e).__name__}")
     rep.same(STUDENT_FILE, fp, side.get("fingerprint"), "weights do not match the sidecar "
              "fingerprint", "weights match the sidecar fingerprint")
+    if (p / STUDENT_SAFETENSORS).is_file():  # the same tensors, without pickle
+        from .models.weights import load_state_dict_file
+        try:
+            sd = load_state_dict_file(p / STUDENT_SAFETENSORS)
+            fp = fingerprint({"settings": side["settings"], "weights": weights_sha(sd)})
+        except Exception as e:  # noqa: BLE001
+            return rep.add(STUDENT_SAFETENSORS, "corrupt", f"does not load: {type(e).__name__}")
+        rep.same(STUDENT_SAFETENSORS, fp, side.get("fingerprint"), "weights do not match the "
+                 "sidecar fingerprint", "weights match the sidecar fingerprint")
 
 
 def _verify_transfer(p: Path, rep: _Report) -> None:

@@ -254,3 +254,16 @@ def test_fit_svd_on_an_unfinished_extract_names_extract(made, tmp_path):
     (c / MANIFEST).unlink()
     with pytest.raises(ArtifactError, match="finish that `kdep-cache extract`"):
         _fit(c, tmp_path / "t")
+
+
+def test_verify_checks_student_safetensors_against_the_sidecar(made, tmp_path):
+    from kdep_cache.verify import verify
+    run = tmp_path / "run"
+    _train(made, run)
+    files = {f["file"]: f["status"] for f in verify(run)["files"]}
+    assert files["student.safetensors"] == "ok" and files["student.pth"] == "ok"
+    data = bytearray((run / "student.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside a tensor's bytes (the header is at the start)
+    (run / "student.safetensors").write_bytes(bytes(data))
+    rep = verify(run)
+    assert not rep["ok"] and rep["problems"][0].startswith("corrupt: student.safetensors")
