@@ -98,9 +98,29 @@ def test_train_student_refuses_a_corrupt_target_shard_before_training(made, tmp_
     shutil.copytree(made / "targets", t)
     off, size = _array_regions(t / "shard-00001.h5")["targets"]
     _flip(t / "shard-00001.h5", off + size // 2)
-    with pytest.raises(ArtifactError, match="shard-00001.h5 does not match its checksum"):
+    with pytest.raises(ArtifactError, match="shard-00001.h5: array 'targets' does not match"):
         _train(made, tmp_path / "run", targets=str(t))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("array, refused", [("params", True), ("file_sha256", True),
+                                            ("features", False)])
+def test_train_student_checks_the_raw_arrays_it_reads(made, tmp_path, array, refused):
+    """train-student verifies only what it reads of the raw cache (replay parameters, image
+    identities), not the teacher features a kdep student never touches; fit-svd, which reads
+    the features, refuses that flip."""
+    c, t = tmp_path / "c", tmp_path / "t"
+    shutil.copytree(made / "cache", c)
+    shutil.copytree(made / "targets", t)
+    off, size = _array_regions(c / "shard-00000.h5")[array]
+    _flip(c / "shard-00000.h5", off + size // 3)
+    if refused:
+        with pytest.raises(ArtifactError, match=f"array '{array}' does not match"):
+            _train(made, tmp_path / "run", targets=str(t), cache=str(c))
+    else:
+        assert _train(made, tmp_path / "run", targets=str(t), cache=str(c))["epochs"] == 1
+        with pytest.raises(ArtifactError, match="does not match its checksum"):
+            _fit(c, tmp_path / "t2")
 
 
 def test_resume_refuses_a_checkpoint_with_a_flipped_bit(made, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import h5py
 
-from ..digest import arrays_sha
+from ..digest import array_sha, arrays_sha
 from ..errors import ArtifactError, InputError
 from ..fsio import fingerprint, read_json, sha256_file, write_json
 from .schema import CONFIG, FORMAT_VERSION, IMAGES, MANIFEST, now_iso, producer_info, shard_name
@@ -60,10 +60,10 @@ def shard_entry(out: Path, index: int) -> dict:
             return entry
     attrs = read_shard_attrs(path)
     with h5py.File(path, "r") as f:
-        content = arrays_sha({name: f[name][()] for name in f.keys()})
+        arrays = {name: f[name][()] for name in f.keys()}
     entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-             "content": content, "start": attrs["start"], "stop": attrs["stop"],
-             "skipped": attrs.get("skipped", [])}
+             "content": arrays_sha(arrays), "arrays": {k: array_sha(a) for k, a in arrays.items()},
+             "start": attrs["start"], "stop": attrs["stop"], "skipped": attrs.get("skipped", [])}
     write_json(side, entry)
     return entry
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..digest import arrays_sha
+from ..digest import array_sha, arrays_sha
 from ..errors import ArtifactError
 from ..fsio import atomic_write, canonical_json, read_json, sha256_file
 from .schema import ARRAY_ATTR, FORMAT_VERSION, MANIFEST, RAW, TARGETS, shard_name
@@ -29,7 +29,7 @@ def write_shard(path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> dict:
     data = buf.getbuffer()
     atomic_write(path, lambda tmp: tmp.write_bytes(data), len(data))
     return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-            "content": arrays_sha(arrays)}
+            "content": arrays_sha(arrays), "arrays": {k: array_sha(a) for k, a in arrays.items()}}
 
 
 def read_shard_attrs(path: Path) -> dict:
@@ -68,6 +68,11 @@ class Store:
         self.starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
         self._maps: dict[tuple[int, str], np.ndarray] = {}
         self._checked: set[int] = set() if check else set(range(len(m["shards"])))
+        self._checked_arrays: set[tuple[int, str]] = set()
+        # None: a shard is checked whole (sha256 of the file) at its first read; a tuple of
+        # array names: only those arrays (their recorded digests), for readers that use a
+        # small part of a big shard (train-student reads params, not the teacher features)
+        self.check_arrays: tuple[str, ...] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -84,12 +89,15 @@ class Store:
     def has(self, name: str) -> bool:
         return name in self.manifest.get("arrays", [])
 
-    def check_shard(self, shard: int) -> None:
+    def check_shard(self, shard: int, names: tuple[str, ...] | None = None) -> None:
         """Refuse shard ``shard`` unless it is byte-for-byte the file the manifest lists in
-        that slot (reads the file once; later reads come from the page cache)."""
+        that slot (reads the file once; later reads come from the page cache), or, with
+        ``names`` and per-array digests in the manifest, unless those arrays are."""
         if shard in self._checked:
             return
         entry = self.manifest["shards"][shard]
+        if names is not None and "arrays" in entry:
+            return self._check_arrays(shard, entry, names)
         path = self.dir / entry["file"]
         fix = (f"run `kdep-cache verify {self.dir}`; then rerun the stage that wrote it into a "
                "new --out")
@@ -109,14 +117,38 @@ class Store:
                                 f"but its slot is {entry['start']}..{entry['stop']}: {fix}")
         self._checked.add(shard)
 
-    def check_all(self) -> None:
+    def _check_arrays(self, shard: int, entry: dict, names) -> None:
+        todo = [n for n in names if (shard, n) not in self._checked_arrays and n in entry["arrays"]]
+        if not todo:
+            return
+        path = self.dir / entry["file"]
+        fix = f"run `kdep-cache verify {self.dir}`; then rerun the stage that wrote it"
+        if entry["file"] != shard_name(shard) or not path.is_file():
+            raise ArtifactError(f"{path}: missing or out of its slot {shard}: {fix}")
+        attrs = read_shard_attrs(path)
+        if (attrs.get("start"), attrs.get("stop")) != (entry["start"], entry["stop"]):
+            raise ArtifactError(f"{path} holds images {attrs.get('start')}..{attrs.get('stop')} "
+                                f"but its slot is {entry['start']}..{entry['stop']}: {fix}")
+        try:
+            with h5py.File(path, "r") as f:
+                got = {n: array_sha(f[n][()]) for n in todo}
+        except (OSError, KeyError) as e:
+            raise ArtifactError(f"{path} is not a readable kdep-cache shard: {e}: {fix}") from None
+        for n in todo:
+            if got[n] != entry["arrays"][n]:
+                raise ArtifactError(f"{path}: array {n!r} does not match its checksum in the "
+                                    f"manifest (changed, damaged or swapped): {fix}")
+            self._checked_arrays.add((shard, n))
+
+    def check_all(self, names: tuple[str, ...] | None = None) -> None:
         for s in range(len(self.manifest["shards"])):
-            self.check_shard(s)
+            self.check_shard(s, names)
 
     def _map(self, shard: int, name: str) -> np.ndarray:
         key = (shard, name)
         if key not in self._maps:
-            self.check_shard(shard)
+            self.check_shard(shard, None if self.check_arrays is None else
+                             tuple({*self.check_arrays, name}))
             path = self.dir / self.manifest["shards"][shard]["file"]
             try:
                 with h5py.File(path, "r") as f:

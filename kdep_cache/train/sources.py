@@ -73,9 +73,14 @@ def open_source(targets: str | None, cache: str | None, data: str | None, needs:
                                  root=str(Path(data).resolve()) if data else None)
     if data is not None:
         _check_images_present(images)
-    cstore.check_all()  # every shard is the one its manifest lists, before any work
+    # every array this run reads is the one the manifest lists, before any work (only those:
+    # the teacher features of a big cache are not read by a kdep student)
+    cstore.check_arrays = tuple({"params", "valid", *IDENTITY,
+                                 *([needs] if needs in ("features", "post", "logits") else [])})
+    cstore.check_all(cstore.check_arrays)
     if tstore is not None:
-        tstore.check_all()
+        tstore.check_arrays = ("targets", "valid")
+        tstore.check_all(tstore.check_arrays)
     valid = np.concatenate([v for _, _, v in cstore.iter_shards("valid")]).astype(bool)
     if all(cstore.has(a) for a in IDENTITY):
         ids = np.flatnonzero(valid)
