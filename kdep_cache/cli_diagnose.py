@@ -1,13 +1,13 @@
 """The ``diagnose`` subcommand: the paper's teacher diagnostics of a raw cache (JSON + PNG).
 
-A plain click command; the main group registers it (``main.add_command(diagnose)``).
+A plain click command; :mod:`.cli` registers it on the main group.
 """
 
 from __future__ import annotations
 
 import click
 
-from .cli import _run, emit
+from .cli_base import _run, emit
 
 
 @click.command("diagnose")

@@ -103,6 +103,8 @@ def test_every_number_matches_numpy(built, tmp_path):
     man = json.loads((cache / "manifest.json").read_text())
     tman = json.loads((targets / "manifest.json").read_text())
     assert r["cache"]["fingerprint"] == man["fingerprint"]
+    assert (r["cache"]["n_images"], r["cache"]["views"]) == (12, 2)
+    assert r["class_names"] == ["cat", "ship"]
     assert r["targets"]["fingerprint"] == tman["fingerprint"]
     assert r["targets"]["projection"] == tman["projection_fingerprint"]
     # the file on disk is the returned report
@@ -121,9 +123,10 @@ def test_all_views_and_the_tsne_subsample(built, tmp_path):
     labels = json.loads((cache / "images.json").read_text())["labels"]
     assert t["labels"] == [labels[i] for i in ids]
     from sklearn.manifold import TSNE  # the same call on the same rows gives the same map
-    emb = TSNE(2, perplexity=2.0, init="pca", random_state=3).fit_transform(
-        _rows(cache, "features", 0)[ids])
+    ref = TSNE(2, perplexity=2.0, init="pca", random_state=3)
+    emb = ref.fit_transform(_rows(cache, "features", 0)[ids])
     assert np.allclose(t["embedding"], emb, atol=1e-6)
+    assert t["kl_divergence"] == pytest.approx(ref.kl_divergence_, rel=1e-6)
     assert "figures" not in r and not (tmp_path / "d" / "tsne.png").exists()
 
 
@@ -189,6 +192,8 @@ def test_cli_command(built, tmp_path):
     assert bad.exit_code == 2
     assert bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
     assert "Traceback" not in bad.output
+    from kdep_cache.cli import main  # registered on the main group
+    assert CliRunner().invoke(main, ["diagnose", "--help"]).exit_code == 0
 
 
 def test_std_ratio_without_the_null_directions_of_a_rank_deficient_teacher(tmp_path):
