@@ -11,30 +11,30 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-quickstart-out}
 DATA=${DATA:-data/cifar10-mini}
 VIEWS=${VIEWS:-4}
-TEACHER_SIZE=${TEACHER_SIZE:-96}   # the 32x32 images are upsampled for the ImageNet teacher
-STUDENT_SIZE=${STUDENT_SIZE:-32}   # the student replays the same crop boxes at 32 px
+SIZE=${SIZE:-32}   # ONE view size for teacher and student (the paper: the identical tensor);
+                   # the student replays exactly the tensors the teacher saw
 EPOCHS=${EPOCHS:-80}               # ~2,500 steps: feature regression needs steps (see README)
 FT_EPOCHS=${FT_EPOCHS:-3}
 mkdir -p "$OUT"
 start=$(date +%s)
 stamp() { echo "[quickstart +$(( $(date +%s) - start ))s] $*"; }
 
-stamp "1/4 extract: efficientnet-lite0, $VIEWS views/image at ${TEACHER_SIZE}px"
+stamp "1/4 extract: efficientnet-lite0, $VIEWS views/image at ${SIZE}px"
 kdep-cache -q extract --data "$DATA/train" --teacher efficientnet-lite0 --out "$OUT/cache" \
-  --views "$VIEWS" --image-size "$TEACHER_SIZE" --crop-scale 0.25 1
+  --views "$VIEWS" --image-size "$SIZE" --crop-scale 0.25 1
 stamp "2/4 fit-svd: SVD+PTS to the resnet18 width"
 kdep-cache -q fit-svd --cache "$OUT/cache" --out "$OUT/targets-r18" --student resnet18 --fit-views all
-stamp "3/4 train-student: resnet18, $EPOCHS epochs at ${STUDENT_SIZE}px"
-kdep-cache -q train-student --targets "$OUT/targets-r18" --student resnet18 --out "$OUT/r18-kdep" \
-  --epochs "$EPOCHS" --batch-size 32 --lr 0.05 --image-size "$STUDENT_SIZE" --schedule cosine
+stamp "3/4 train-student: resnet18, $EPOCHS epochs at ${SIZE}px"
+kdep-cache train-student --targets "$OUT/targets-r18" --student resnet18 --out "$OUT/r18-kdep" \
+  --epochs "$EPOCHS" --batch-size 32 --lr 0.05 --image-size "$SIZE" --schedule cosine
 stamp "4/4 transfer to $DATA (train -> test): linear probe and ${FT_EPOCHS}-epoch fine-tune"
 for mode in linear finetune; do
   kdep-cache -q transfer --student "$OUT/r18-kdep" --label "resnet18 KDEP (SVD+PTS)" \
     --data "$DATA" --out "$OUT/transfer-kdep-$mode" --mode "$mode" --epochs "$FT_EPOCHS" \
-    --image-size "$STUDENT_SIZE" --seeds 0 --lr 0.01
+    --image-size "$SIZE" --seeds 0 --lr 0.01
   kdep-cache -q transfer --student random:resnet18 --label "resnet18 random init" \
     --data "$DATA" --out "$OUT/transfer-rand-$mode" --mode "$mode" --epochs "$FT_EPOCHS" \
-    --image-size "$STUDENT_SIZE" --seeds 0 --lr 0.01
+    --image-size "$SIZE" --seeds 0 --lr 0.01
 done
 stamp "done"
 kdep-cache compare "$OUT"/transfer-*-linear "$OUT"/transfer-*-finetune \
