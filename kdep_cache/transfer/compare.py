@@ -54,8 +54,9 @@ class Table:
     @property
     def title(self) -> str:
         which = "best epoch (as in the paper)" if self.metric == "best" else "final epoch"
-        return (f"test {' / '.join(self.units)} % (mean ± std over seeds; linear probe, or "
-                f"fine-tuning {which})")
+        classification = any(u not in UNITS.values() for u in self.units)
+        how = f"; linear probe, or fine-tuning {which}" if classification else "; final epoch"
+        return f"test {' / '.join(self.units)} % (mean ± std over seeds{how})"
 
 
 def load_result(path: str | Path) -> dict:
@@ -222,7 +223,7 @@ def plot(t: Table, path: str | Path) -> None:
         cs = [t.cells[row, c] for c in t.columns if (row, c) in t.cells]
         ax.bar(xs, [c.mean for c in cs], width, yerr=[c.std or 0.0 for c in cs], capsize=3,
                label=row)
-    ax.set_xticks(range(len(t.columns)), t.columns)
+    ax.set_xticks(range(len(t.columns)), [textwrap.fill(c, 12) for c in t.columns])  # no overlap
     ax.set_ylabel(f"test {' / '.join(t.units)} (%)")
     ax.set_title(textwrap.fill(t.title, width=int(fig_w * 13)), fontsize=8)  # never cut
     ax.legend(fontsize=8)
