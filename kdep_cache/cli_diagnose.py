@@ -21,13 +21,15 @@ from .cli_base import _run, emit
 @click.option("--tsne-points", default=1000, show_default=True,
               help="Images in the t-SNE map (a seeded subsample; 0 skips t-SNE).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the t-SNE subsample.")
+@click.option("--no-plots", is_flag=True, help="Write diagnose.json only (no matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
-def diagnose(cache, out, targets, views, tsne_points, seed, as_json):
+def diagnose(cache, out, targets, views, tsne_points, seed, no_plots, as_json):
     """Std Ratios, explained-variance spectrum, compactness and t-SNE of a teacher cache."""
     from .diagnose import REPORT
     from .diagnose import diagnose as run
-    r = run(cache, out, targets=targets, views=views, tsne_points=tsne_points, seed=seed)
+    r = run(cache, out, targets=targets, views=views, tsne_points=tsne_points, seed=seed,
+            plots=not no_plots)
     c = r["compactness"]
     summary = {"out": out, "report": REPORT, "samples": r["rows"]["samples"],
                "std_ratio_raw": round(r["std_ratio"]["raw"], 3),
@@ -36,5 +38,5 @@ def diagnose(cache, out, targets, views, tsne_points, seed, as_json):
                "rank": r["spectrum"]["rank"],
                "components_90pct": r["spectrum"]["components_for"]["90%"],
                "compactness": round(c["compactness"], 4) if c["available"] else c["reason"],
-               "figures": ", ".join(r["figures"].values())}
+               "figures": ", ".join(r.get("figures", {}).values()) or "none (--no-plots)"}
     emit(summary, as_json)

@@ -24,6 +24,7 @@ Rows: the given views (default view 0, the view fit-svd fits on) of every valid 
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = No
         raise InputError(f"{cache} is not a kdep-cache cache (no {MANIFEST} or {CONFIG}); "
                          "diagnose reads a raw cache directory (extract --out)")
     store = Store(cache, RAW)
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        raise InputError("diagnose draws its figures with matplotlib: pip install matplotlib "
+                         "(or 'kdep-cache[plot]'), or pass --no-plots for the JSON only")
     vs = parse_views(views, store.views)
     if tsne_points < 0:
         raise InputError(f"--tsne-points must be >= 0, got {tsne_points}")

@@ -7,6 +7,7 @@ atomically.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ FIGURES = {"std": "channel-std.png", "spectrum": "spectrum.png", "tsne": "tsne.p
 
 
 def _figure(w: float = 6.4, h: float = 4.0):
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # no font_manager INFO lines
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(w, h), dpi=100)

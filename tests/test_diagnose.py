@@ -188,6 +188,11 @@ def test_cli_command(built, tmp_path):
     rep = json.loads((tmp_path / "d" / REPORT).read_text())
     assert s["std_ratio_raw"] == round(rep["std_ratio"]["raw"], 3)
     assert s["compactness"] == round(rep["compactness"]["compactness"], 4)
+    r = CliRunner().invoke(diagnose_cmd, [str(cache), "--out", str(tmp_path / "j"), "--no-plots",
+                                          "--tsne-points", "0"])
+    assert r.exit_code == 0 and "none (--no-plots)" in r.output, r.output
+    assert sorted(p.name for p in (tmp_path / "j").iterdir()) == [REPORT]  # no PNG, no lock
+    assert json.loads((tmp_path / "j" / REPORT).read_text())["tsne"]["available"] is False
     bad = CliRunner().invoke(diagnose_cmd, [str(tmp_path / "nope"), "--out", str(tmp_path / "e")])
     assert bad.exit_code == 2
     assert bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
