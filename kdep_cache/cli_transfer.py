@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
-from .cli import _run, emit, main
+from . import checks
+from .cli_base import _run, emit, main
 from .errors import InputError
 from .fsio import atomic_write
+from .names import PRECISIONS, TRANSFER_MODES
 
 
 def _seeds(ctx, param, value: str) -> tuple[int, ...]:
@@ -35,7 +37,7 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
               help="Downstream task: classification, segmentation (PSP head, mIoU) or detection "
                    "(Faster R-CNN + FPN, COCO AP).")
 @click.option("--out", required=True, type=click.Path(), help="Result directory to write.")
-@click.option("--mode", type=click.Choice(["linear", "finetune"]), default=None,
+@click.option("--mode", type=click.Choice(TRANSFER_MODES), default=None,
               help="Classification: frozen-feature linear probe (default) or full fine-tuning "
                    "(paper). Segmentation / detection always fine-tune.")
 @click.option("--epochs", type=int, default=None,
@@ -67,7 +69,7 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--workers", default=2, show_default=True, help="DataLoader decode workers.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              type=click.Choice(PRECISIONS),
               help="Autocast: auto = bf16 where the hardware supports it.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tune in --out.")
 @click.option("--allow-leakage", is_flag=True,
@@ -77,6 +79,7 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 def transfer(as_json, **kw):
     """Transfer a student to a downstream task (mean ± std over seeds): classification (linear
     probe or fine-tune), segmentation (mIoU) or detection (AP)."""
+    checks.transfer_args(kw)  # before torch is imported or anything is written
     from .transfer import TransferConfig
     from .transfer import transfer as run
     emit(run(TransferConfig(**kw)), as_json)
