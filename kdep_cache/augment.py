@@ -7,6 +7,11 @@ them, at the extraction size or at any other size (same crop box on the source i
 
 Default = the paper's recipe: RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3) + horizontal
 flip + ColorJitter(0.1, 0.1, 0.1) (random order) + AlexNet PCA lighting (std 0.05).
+
+Replay is split in two: :func:`crop_resize` (CPU, in the loader workers) decodes-side work
+to uint8 at the output size, and :mod:`kdep_cache.photometric` applies the jitter, lighting
+and normalization to a whole batch on the training device. :func:`render` is the original
+one-image float32 render (the reference the split is tested against, bitwise).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch
 from PIL import Image
 
 from .checks import BACKGROUNDS, DEFAULT_BACKGROUND
+from .errors import ArtifactError
+from .names import RENDER_DRAFT, RENDER_FULL, RENDER_METHODS
 
 PARAM_FIELDS = ("top", "left", "height", "width", "src_h", "src_w", "flip",
                 "brightness", "contrast", "saturation", "jitter_order",
@@ -48,6 +55,8 @@ class AugmentSpec:
     # RGB under transparent pixels (alpha images, SVG); the default is measured in
     # benchmarks/results/background.json. Caches made before the option composited on black.
     background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND]
+    # how pixels are made (names.RENDER_METHODS); caches written before the key: full decode
+    render: str = RENDER_DRAFT
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -59,7 +68,11 @@ class AugmentSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "AugmentSpec":
-        d = {"background": (0, 0, 0), **d}  # old caches (no key) composited on black
+        d = {"background": (0, 0, 0), "render": RENDER_FULL, **d}  # old caches: no keys
+        if d["render"] not in RENDER_METHODS:
+            raise ArtifactError(f"the views were rendered by method {d['render']!r}, which this "
+                                f"kdep-cache does not know ({', '.join(RENDER_METHODS)}): "
+                                "upgrade kdep-cache or re-extract")
         d["scale"], d["ratio"] = tuple(d["scale"]), tuple(d["ratio"])
         d["background"] = tuple(int(c) for c in d["background"])
         return cls(**d)
@@ -131,6 +144,32 @@ def render(img: Image.Image, p: np.ndarray, size: int) -> torch.Tensor:
         alpha = torch.from_numpy(p[11:14].astype(np.float32))
         x = x + (_EIGVEC @ (alpha * _EIGVAL)).view(3, 1, 1)
     return x
+
+
+def draft_factor(p: np.ndarray, size: int) -> int:
+    """JPEG draft reduction (1, 2, 4 or 8) for a view: the largest that still leaves the
+    crop box at least ``size`` pixels on each side (never upsampling); a pure function of the
+    stored box and the output size, so extract and replay make the same decision."""
+    side = min(int(p[2]), int(p[3]))
+    return next((r for r in (8, 4, 2) if side >= r * size), 1)
+
+
+def crop_resize(img: Image.Image, p: np.ndarray, size: int, reduce: int = 1) -> torch.Tensor:
+    """The CPU part of replay: crop box + bilinear resize + flip -> uint8 CHW at ``size``.
+    ``img`` is the image decoded at 1/``reduce`` of its size (JPEG draft); the stored box,
+    in full-resolution pixels, is scaled to it."""
+    top, left, ch, cw = (int(v) for v in p[0:4])
+    h, w = int(p[4]), int(p[5])
+    if img.size != (-(-w // reduce), -(-h // reduce)):
+        raise ValueError(f"image is {img.size[0]}x{img.size[1]} (1/{reduce}) but the view was "
+                         f"sampled on {w}x{h}: the image changed since extraction")
+    r = reduce
+    box = (left, top, left + cw, top + ch) if r == 1 else (left / r, top / r,
+                                                            (left + cw) / r, (top + ch) / r)
+    out = img.resize((size, size), Image.BILINEAR, box=box)
+    if p[6] >= 0.5:
+        out = out.transpose(Image.FLIP_LEFT_RIGHT)
+    return torch.from_numpy(np.asarray(out, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

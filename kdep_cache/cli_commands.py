@@ -9,6 +9,7 @@ from .cli_base import _run, emit, main
 from .names import (
     ALIGNERS,
     AUGMENT_KINDS,
+    DECODES,
     NULLS,
     OBJECTIVES,
     PRECISIONS,
@@ -78,6 +79,9 @@ def _aug_options(f):
 @click.option("--shard-size", default=1024, show_default=True, help="Images per shard.")
 @click.option("--rank", default=0, show_default=True, help="This process's rank (multi-process).")
 @click.option("--world-size", default=1, show_default=True, help="Number of extracting processes.")
+@click.option("--decode", type=click.Choice(DECODES), default="cpu", show_default=True,
+              help="gpu: decode JPEGs with nvJPEG on CUDA (other pixels than PIL's: recorded, "
+                   "and the cache is then replayed so).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_aug_options
 @_run
@@ -150,8 +154,9 @@ def fit_svd(as_json, **kw):
 @click.option("--loss-weight", default=3.0, show_default=True, help="Multiplier of the loss.")
 @click.option("--temperature", default=4.0, show_default=True, help="Logits-KD temperature.")
 @click.option("--image-size", type=int, default=None, help="Student input size (default: cache's).")
-@click.option("--workers", default=2, show_default=True,
-              help="DataLoader workers that decode and re-render the stored views.")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader workers that decode and re-render the stored views (default: "
+                   "2 on CPU; on CUDA the cores / local GPUs - 1, at most 16).")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the student's init and the epoch order (0..2**32-1).")
 @click.option("--device", default="auto", show_default=True,
@@ -168,6 +173,11 @@ def fit_svd(as_json, **kw):
                    "default it is removed once student.pth is saved (it only serves --resume).")
 @click.option("--sync-bn", is_flag=True,
               help="Under torchrun: BatchNorm statistics over the global batch of all ranks.")
+@click.option("--decode", type=click.Choice(DECODES), default=None,
+              help="Default: as the cache's views were rendered (gpu only for --decode gpu "
+                   "caches).")
+@click.option("--compile", is_flag=True,
+              help="torch.compile the student (opt-in: not measured faster on a GPU yet).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
 def train_student(as_json, **kw):

@@ -1,16 +1,28 @@
-"""Datasets that decode an image once and render stored / sampled views of it."""
+"""Datasets that decode an image once and render stored / sampled views of it.
+
+A view is made in two parts (see :mod:`kdep_cache.augment`): the CPU part here (decode, crop
+box, resize, flip -> uint8) and the device part (:func:`kdep_cache.photometric.finish`), which
+:class:`Collate` applies to the whole batch in the workers when the consumer is the CPU, or
+the consumer applies on its device after the copy (CUDA).
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
-from .augment import N_PARAMS, AugmentSpec, normalize, render, sample_params
+from .augment import N_PARAMS, AugmentSpec, crop_resize, draft_factor, sample_params
+from .checks import BACKGROUNDS, DEFAULT_BACKGROUND
 from .digest import file_identity
-from .images import BadImage, ImageList, load_rgb
+from .errors import InputError
+from .images import MAX_PIXELS, BadImage, ImageList, load_rgb
+from .names import RENDER_DRAFT, RENDER_FULL, RENDER_GPU
+from .photometric import finish as finish_views
 
 
 class ViewDataset(Dataset):
@@ -22,10 +34,11 @@ class ViewDataset(Dataset):
     """
 
     def __init__(self, images: ImageList, ids, views, size: int, mean, std,
-                 spec: AugmentSpec | None = None, seed: int = 0, params: np.ndarray | None = None):
+                 spec: AugmentSpec | None = None, seed: int = 0, params: np.ndarray | None = None,
+                 finish: bool = True):
         self.images, self.ids = images, np.asarray(ids, dtype=np.int64)
         self.views, self.size, self.mean, self.std = list(views), size, mean, std
-        self.spec, self.seed, self.params = spec, seed, params
+        self.spec, self.seed, self.params, self.finish = spec, seed, params, finish
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -33,38 +46,100 @@ class ViewDataset(Dataset):
     def __getitem__(self, j: int):
         p = None if self.params is None else self.params[j]
         return render_views(self.images, int(self.ids[j]), self.views, self.size, self.mean,
-                            self.std, self.spec, self.seed, p)
+                            self.std, self.spec, self.seed, p, self.finish)
 
 
 def render_views(images: ImageList, i: int, views, size: int, mean, std,
-                 spec: AugmentSpec | None, seed: int, params: np.ndarray | None = None):
-    """Image ``i`` decoded once, rendered at each of ``views``: stored ``params`` (K, P)
-    replayed, or sampled from ``(seed, view, i)``. -> (i, views, params, ok, reason, ident)
-    where ``ident`` = (size, sha256) of the file's bytes (the image's content identity)."""
+                 spec: AugmentSpec | None, seed: int, params: np.ndarray | None = None,
+                 finish: bool = True):
+    """Image ``i`` decoded once (once per JPEG draft factor), rendered at each of ``views``:
+    stored ``params`` (K, P) replayed, or sampled from ``(seed, view, i)``.
+    -> (i, views, params, ok, reason, ident): views (K,3,S,S) normalized float32 when
+    ``finish``, else uint8 (the device part still to apply); ``ident`` = (size, sha256) of
+    the file's bytes (the image's content identity)."""
     k = len(views)
     path = Path(images.root) / images.paths[i]
     ident = file_identity(path)  # the bytes decoded next, served again by the page cache
+    bg = spec.background if spec is not None else BACKGROUNDS[DEFAULT_BACKGROUND]
+    method = spec.render if spec is not None else RENDER_FULL
     try:
-        img = load_rgb(path) if spec is None else load_rgb(path, spec.background)
+        ps, x = _render_u8(path, bg, method, views, size, spec, seed, i, params)
     except BadImage as e:
-        return (i, torch.zeros(k, 3, size, size), torch.zeros(k, N_PARAMS, dtype=torch.float64),
-                False, str(e), ident)
-    w, h = img.size
-    xs, ps = [], []
-    for n, v in enumerate(views):
-        p = params[n] if params is not None else sample_params(spec, seed, v, i, h, w)
-        xs.append(normalize(render(img, p, size), mean, std))
-        ps.append(torch.from_numpy(np.asarray(p, dtype=np.float64)))
-    return i, torch.stack(xs), torch.stack(ps), True, "", ident
+        x = torch.zeros(k, 3, size, size, dtype=torch.float32 if finish else torch.uint8)
+        return (i, x, torch.zeros(k, N_PARAMS, dtype=torch.float64), False, str(e), ident)
+    if finish:
+        x = finish_views(x, ps, mean, std)
+    return i, x, torch.from_numpy(ps), True, "", ident
 
 
-def collate(batch):
-    """-> ids, views, params, ok, reasons, file sizes (n,) int64, file sha256 (n, 32) uint8."""
-    ids, xs, ps, ok, reasons, idents = zip(*batch)
-    sizes = np.array([s for s, _ in idents], dtype=np.int64)
-    shas = np.frombuffer(b"".join(h for _, h in idents), dtype=np.uint8).reshape(len(ids), -1)
-    return (torch.tensor(ids), torch.stack(xs), torch.stack(ps), torch.tensor(ok),
-            list(reasons), torch.from_numpy(sizes), torch.from_numpy(shas.copy()))
+def _render_u8(path, bg, method, views, size, spec, seed, i, params):
+    """-> (params (K, P) float64, uint8 views (K, 3, S, S)) by the recorded render method."""
+    if method == RENDER_GPU:
+        raise InputError("these views were rendered with --decode gpu (nvJPEG): replay them "
+                         "with --decode gpu on a CUDA device")
+    decoded: dict = {}  # draft factor asked -> (image, factor it really has)
+    if params is None:
+        size_hw = _jpeg_size(path) if method == RENDER_DRAFT else None
+        if size_hw is None:  # not a JPEG (or full decode): decode once, at full size
+            img = load_rgb(path, bg)
+            decoded = {r: (img, 1) for r in (1, 2, 4, 8)}
+            size_hw = img.size[1], img.size[0]
+        ps = np.stack([sample_params(spec, seed, v, i, *size_hw) for v in views])
+    else:
+        ps = np.asarray(params, dtype=np.float64).reshape(len(views), -1)
+    xs = []
+    for p in ps:
+        r = draft_factor(p, size) if method == RENDER_DRAFT else 1
+        if r not in decoded:
+            img = load_rgb(path, bg, draft=r)
+            full = img.size == (int(p[5]), int(p[4]))
+            decoded[r] = (img, 1 if full else r)
+            if full and r > 1:  # not a JPEG: every factor decodes to this same image
+                decoded.update({q: (img, 1) for q in (1, 2, 4, 8)})
+        img, got = decoded[r]
+        xs.append(crop_resize(img, p, size, got))
+    return ps, torch.stack(xs)
+
+
+def _jpeg_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of a JPEG after EXIF orientation, from its header; None for other
+    formats or anything odd (then :func:`load_rgb` decodes in full and gives the reason)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with Image.open(path) as im:
+                w, h = im.size
+                if im.format != "JPEG" or w * h > MAX_PIXELS or min(w, h) < 1:
+                    return None
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                return (w, h) if turned else (h, w)
+    except Exception:  # noqa: BLE001 - load_rgb reports what is wrong with the file
+        return None
+
+
+class Collate:
+    """Batches ``(ids, views, params, ok, reasons, file sizes (n,) int64, file sha256 (n, 32)
+    uint8)``; with ``finish=(mean, std)`` the device part is applied here to the whole batch
+    (on the CPU, in the worker), else the views stay uint8 for the consumer's device."""
+
+    def __init__(self, finish: tuple | None = None):
+        self.finish = finish
+
+    def __call__(self, batch):
+        ids, xs, ps, ok, reasons, idents = zip(*batch)
+        sizes = np.array([s for s, _ in idents], dtype=np.int64)
+        shas = np.frombuffer(b"".join(h for _, h in idents), dtype=np.uint8).reshape(len(ids),
+                                                                                    -1)
+        x, p = torch.stack(xs), torch.stack(ps)
+        if self.finish is not None and x.dtype == torch.uint8:
+            b, k = x.shape[:2]
+            x = finish_views(x.flatten(0, 1), p.flatten(0, 1), *self.finish).view(
+                b, k, *x.shape[2:])
+        return (torch.tensor(ids), x, p, torch.tensor(ok), list(reasons),
+                torch.from_numpy(sizes), torch.from_numpy(shas.copy()))
+
+
+collate = Collate()  # views as the dataset made them
 
 
 def worker_init(_):

@@ -24,15 +24,17 @@ from .cache.manifest import finalize_store, load_or_init_config, record_shard, s
 from .cache.schema import MANIFEST, RAW, shard_name
 from .cache.store import write_shard
 from .checks import check_options
-from .data import ViewDataset, collate, worker_init
+from .data import Collate, ViewDataset, collate, worker_init
 from .digest import SHA_BYTES
 from .errors import InputError, LockedError
 from .fsio import lock_holder_alive, read_json, writer_lock
+from .gpu_decode import GpuItems, collate_bytes, render_batch, require_cuda
 from .identity import ARRAYS as IDENTITY
 from .identity import check_finished_shards, record_in_images_json
 from .images import scan_images
 from .models import load_teacher
-from .names import STORAGE_DTYPES
+from .names import RENDER_GPU, STORAGE_DTYPES
+from .photometric import finish
 from .runtime import autocast, prepare_model, resolve_device, resolved_precision
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class ExtractConfig:
     chunk: int = 64                # views per teacher forward, fixed (padded) so results do not
                                    # depend on --batch-size (CPU kernels block by batch shape)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    decode: str = "cpu"            # gpu: nvJPEG on CUDA (its own render method, recorded)
     rank: int = 0                  # this process writes shards s with s % world_size == rank
     world_size: int = 1
 
@@ -115,6 +118,9 @@ def extract(cfg: ExtractConfig) -> dict:
         cfg = replace(cfg, image_size=int(tinfo.input_size or DEFAULT_IMAGE_SIZE))
     device = dist.rank_device(resolve_device(cfg.device))
     precision = resolved_precision(device, cfg.precision)
+    if cfg.decode == "gpu":
+        require_cuda(device)
+        cfg = replace(cfg, augment=replace(cfg.augment, render=RENDER_GPU))
     autocast(device, precision)  # validates the combination before any work
     out = Path(cfg.out)
     settings = {"format": RAW, "teacher": tinfo.to_json(), "augment": cfg.augment.to_json(),
@@ -192,11 +198,17 @@ def _array_names(cfg: ExtractConfig) -> list[str]:
 @torch.no_grad()
 def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, bar):
     K, n = cfg.views, hi - lo
-    ds = ViewDataset(images, np.arange(lo, hi), range(K), cfg.image_size, mean, std,
-                     spec=cfg.augment, seed=cfg.seed)
+    # the CPU part in the workers (uint8); the device part on the whole batch: in the workers
+    # when the teacher runs on the CPU, on the teacher's device after the copy otherwise
+    on_cpu = device.type == "cpu"
+    gpu = cfg.augment.render == RENDER_GPU
+    ds = (GpuItems(images, np.arange(lo, hi), range(K), cfg.augment, cfg.seed) if gpu else
+          ViewDataset(images, np.arange(lo, hi), range(K), cfg.image_size, mean, std,
+                      spec=cfg.augment, seed=cfg.seed, finish=False))
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                        collate_fn=collate, worker_init_fn=worker_init,
-                        pin_memory=device.type == "cuda")
+                        collate_fn=collate_bytes if gpu else
+                        Collate((mean, std)) if on_cpu else collate,
+                        worker_init_fn=worker_init, pin_memory=not on_cpu)
     dt = np.float16 if cfg.dtype == "float16" else np.float32
     feats = np.zeros((K, n, teacher.dim), dtype=dt)
     params = np.zeros((K, n, len(PARAM_FIELDS)), dtype=np.float64)
@@ -213,8 +225,13 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
             if not good:
                 log.warning("skipping %s: %s", images.paths[i], why)
                 skipped.append({"id": i, "path": images.paths[i], "reason": why})
-        b = x.shape[0]
-        o = _forward_chunks(teacher, x.reshape(b * K, *x.shape[2:]), cfg, device, precision)
+        b = len(ids)
+        if gpu:  # nvJPEG decode + crop/resize/flip on the device
+            x = render_batch(x, p, cfg.image_size, device)
+        x = x.reshape(b * K, *x.shape[2:])
+        if x.dtype == torch.uint8:
+            x = finish(x.to(device, non_blocking=True), p.reshape(b * K, -1), mean, std)
+        o = _forward_chunks(teacher, x, cfg, device, precision)
         f = o["pre"].float().reshape(b, K, -1).transpose(0, 1).cpu().numpy()
         good = ok.numpy()
         feats[:, local] = np.where(good[None, :, None], f, 0).astype(dt)

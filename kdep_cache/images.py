@@ -181,9 +181,11 @@ def class_balanced_subset(il: ImageList, fraction: float, seed: int) -> ImageLis
 
 
 def load_rgb(path: str | os.PathLike,
-             background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND]) -> Image.Image:
+             background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND], draft: int = 1) -> Image.Image:
     """Decode ``path`` to an 8-bit RGB PIL image, or raise :class:`BadImage` with a reason.
-    Transparent pixels are composited onto ``background`` (an RGB triple)."""
+    Transparent pixels are composited onto ``background`` (an RGB triple). ``draft`` = 2, 4
+    or 8: a JPEG is decoded at 1/draft of its size in the DCT domain (each side rounded up;
+    other formats ignore it: the caller tells them apart by the size it gets)."""
     try:
         if os.path.getsize(path) == 0:
             raise BadImage("zero-byte file")
@@ -201,6 +203,8 @@ def load_rgb(path: str | os.PathLike,
                 if w < 1 or h < 1:
                     raise BadImage(f"empty image {w}x{h}")
                 im.seek(0)  # first frame of animations
+                if draft > 1 and im.format == "JPEG":  # PIL picks the largest scale <= asked
+                    im.draft(im.mode, (max(1, w // draft), max(1, h // draft)))
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return _to_rgb(im, background)

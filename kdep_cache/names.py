@@ -17,6 +17,12 @@ NULLS = ("keep", "zero")
 # extract --augment (augment.py) and --dtype (features and targets)
 AUGMENT_KINDS = ("rrc", "center")
 STORAGE_DTYPES = ("float16", "float32")
+# how a view's pixels are made (augment.py; recorded in the augmentation spec, "render"):
+# full decode (every cache written before the key), JPEG DCT-domain draft decode when the
+# crop allows it (the default), nvJPEG decode on the GPU (--decode gpu)
+RENDER_FULL, RENDER_DRAFT, RENDER_GPU = "full-decode/1", "jpeg-draft/1", "cuda-decode/1"
+RENDER_METHODS = (RENDER_FULL, RENDER_DRAFT, RENDER_GPU)
+DECODES = ("cpu", "gpu")  # extract / train-student --decode
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # learning-rate schedules (train/loop.py) and transfer modes (transfer/run.py)
 SCHEDULES = ("step", "cosine", "constant")

@@ -5,18 +5,28 @@ permutation seeded by ``(seed, e)``, cut into global batches of ``--batch-size``
 torch.distributed each rank takes its slice of every global batch (``np.array_split``), so
 the ranks together see exactly the one-process epoch, batch by batch; a rank's loss is
 weighted by its share of the batch so that averaged gradients equal the global-batch mean.
+
+The workers do the CPU part of replay (decode, crop, resize, flip -> uint8). The device part
+(jitter, lighting, normalization) runs in the workers on the whole batch when the student
+trains on the CPU; on CUDA the uint8 batch is pinned, copied non-blocking and finished on the
+GPU, one batch ahead on a side stream (:func:`prefetch`).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data import collate, render_views, worker_init
+from ..data import Collate, collate, render_views, worker_init
 from ..errors import ArtifactError
+from ..gpu_decode import collate_bytes, read_item, render_batch
 from ..identity import ARRAYS as IDENTITY
 from ..identity import check_batch
+from ..names import RENDER_GPU
+from ..photometric import finish
 from .sources import Source
 
 
@@ -35,8 +45,10 @@ class _Views(Dataset):
         view, i = divmod(int(key), self.n)
         src = self.src
         params = None if src.cache is None else src.cache.read("params", [i], view=view)
+        if src.spec.render == RENDER_GPU:  # the file's bytes, for nvJPEG in the main process
+            return read_item(src.images, i, [view], src.spec, src.seed, params)
         return render_views(src.images, i, [view], src.image_size, src.mean, src.std, src.spec,
-                            src.seed, params)
+                            src.seed, params, finish=False)
 
 
 class _EpochOrder(Sampler):
@@ -74,17 +86,22 @@ class Feed:
     DataLoader; ``weight`` = this rank's share of the global batch x world size (1.0 in one
     process)."""
 
-    def __init__(self, src: Source, needs: str, batch_size: int, workers: int, seed: int,
-                 pin: bool, rank: int = 0, world: int = 1):
+    def __init__(self, src: Source, needs: str, batch_size: int, workers: int | None, seed: int,
+                 pin: bool, rank: int = 0, world: int = 1, device=None):
         self.src, self.needs = src, needs
+        self.device = torch.device(device or ("cuda" if pin else "cpu"))
+        on_cpu, gpu = self.device.type == "cpu", src.spec.render == RENDER_GPU
+        workers = default_workers(self.device, world) if workers is None else workers
         self.order = _EpochOrder(src, seed, batch_size, rank, world)
         self.labels = np.asarray(src.images.labels)
         self.identity = src.cache is not None and all(src.cache.has(a) for a in IDENTITY)
         if src.cache is not None:
             src.cache.map_all("params")
         self.loader = DataLoader(_Views(src), batch_sampler=self.order, num_workers=workers,
-                                 collate_fn=collate, worker_init_fn=worker_init,
-                                 pin_memory=pin, persistent_workers=workers > 0)
+                                 collate_fn=collate_bytes if gpu else
+                                 Collate((src.mean, src.std)) if on_cpu else collate,
+                                 worker_init_fn=worker_init, pin_memory=pin and not on_cpu,
+                                 persistent_workers=workers > 0)
 
     def epoch(self, e: int) -> EpochBatches:
         self.order.epoch = e
@@ -101,9 +118,24 @@ class EpochBatches:
         return len(self.loader)
 
     def __iter__(self):
+        dev = self.feed.device
+        if dev.type != "cuda":
+            yield from self._batches()
+            return
+        src = self.feed.src
+        if src.spec.render == RENDER_GPU:
+            def make(x, p):
+                return render_batch(x, p[:, None], src.image_size, dev)[:, 0]
+        else:
+            def make(x, p):
+                return x.to(dev, non_blocking=True)
+        yield from prefetch(self._batches(), dev,
+                            lambda x, p: finish(make(x, p), p, src.mean, src.std))
+
+    def _batches(self):
         src, v, needs, order = self.feed.src, self.view, self.feed.needs, self.feed.order
         sizes = [len(b) for b in order.global_batches()]
-        for n_global, (ids, x, _, ok, reasons, fsize, fsha) in zip(sizes, self.loader):
+        for n_global, (ids, x, p, ok, reasons, fsize, fsha) in zip(sizes, self.loader):
             if not bool(ok.all()):
                 bad = int(ids[~ok][0])
                 raise ArtifactError(f"image {src.images.paths[bad]} can no longer be decoded "
@@ -121,4 +153,43 @@ class EpochBatches:
                 t = torch.from_numpy(self.feed.labels[idn]).long()
             else:
                 t = torch.empty(0)
-            yield x[:, 0], t, len(idn) * order.world / n_global
+            w = len(idn) * order.world / n_global
+            if isinstance(x, list):  # file bytes (--decode gpu)
+                yield x, t, w, p[:, 0]
+            else:
+                yield (x[:, 0], t, w) if x.dtype != torch.uint8 else (x[:, 0], t, w, p[:, 0])
+
+
+def default_workers(device: torch.device, local_ranks: int = 1) -> int:
+    """Loader workers when --workers is not given: 2 on the CPU (the student's own threads
+    need the cores); on CUDA the cores this process may use / local ranks, less one for the
+    main process, at most 16."""
+    if device.type != "cuda":
+        return 2
+    n = int(os.environ.get("LOCAL_WORLD_SIZE", local_ranks))
+    return max(1, min(16, len(os.sched_getaffinity(0)) // max(1, n) - 1))
+
+
+def prefetch(batches, device: torch.device, finish_fn):
+    """``(x uint8, target, weight, params)`` batches -> ``(x, target, weight)`` on ``device``:
+    copied (non-blocking, from pinned memory) and finished by ``finish_fn(x, params)`` on a side
+    CUDA stream, one batch ahead of the step that consumes it."""
+    stream, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def ready(b):
+        with torch.cuda.stream(stream):
+            x = finish_fn(b[0], b[3])
+            t = b[1].to(device, non_blocking=True)
+        return x, t, b[2]
+
+    it = iter(batches)
+    nxt = next(it, None)
+    nxt = ready(nxt) if nxt is not None else None
+    while nxt is not None:
+        main.wait_stream(stream)
+        cur = nxt
+        for a in cur[:2]:
+            a.record_stream(main)  # allocated on the side stream, used on the main one
+        b = next(it, None)
+        nxt = ready(b) if b is not None else None
+        yield cur

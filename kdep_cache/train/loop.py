@@ -107,10 +107,12 @@ def _wrap(step: _Step, dist: Dist, device) -> nn.Module:
 def train(model, objective, batches: Callable[[int], Iterable], optimizer, schedule: Schedule,
           run_dir: Path, settings: dict, device, precision: str, start: dict | None = None,
           on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train",
-          dist: Dist | None = None) -> list[dict]:
+          dist: Dist | None = None, compile: bool = False) -> list[dict]:
     """Train ``model`` for ``schedule.epochs``; ``batches(epoch)`` yields ``(x, target)`` or
     ``(x, target, weight)`` (this rank's share of a global batch x world size). Under
-    torch.distributed only rank 0 writes the checkpoint and metrics and shows progress."""
+    torch.distributed only rank 0 writes the checkpoint and metrics and shows progress.
+    ``compile``: the step runs ``torch.compile(model)`` (same parameters; the plain ``model``
+    is what is checkpointed)."""
     dist = dist or Dist()
     epoch0 = 0
     history: list[dict] = []
@@ -124,7 +126,8 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
             scaler.load_state_dict(start["scaler"])
         epoch0 = int(start["epoch"])
         history = json.loads(start["history"])
-    step_fn = _wrap(_Step(model, objective, device, precision), dist, device)
+    step_fn = _wrap(_Step(torch.compile(model) if compile else model, objective, device,
+                          precision), dist, device)
     first = batches(epoch0)
     per_epoch = max(len(first), 1) if hasattr(first, "__len__") else 1
     prog = Progress(schedule.epochs * per_epoch, "batch", desc, enabled=dist.main,

@@ -28,6 +28,7 @@ from ..cache.schema import (
 from ..digest import weights_sha
 from ..errors import InputError
 from ..fsio import atomic_write, fingerprint, write_json, writer_lock
+from ..gpu_decode import check_decode
 from ..models import FeatureNet, build_student, save_safetensors
 from ..runtime import default_precision, prepare_model, resolve_device
 from .feed import Feed
@@ -69,7 +70,7 @@ class TrainConfig:
     loss_weight: float = 3.0       # paper: 3.0 (MS-R50 teacher), 20.0 (supervised R50)
     temperature: float = 4.0       # logits-KD temperature
     image_size: int | None = None  # default: the extraction size
-    workers: int = 2
+    workers: int | None = None     # default: 2 on CPU, cores // local GPUs - 1 (<= 16) on CUDA
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"        # bf16 autocast where the hardware has it, else fp32
@@ -78,6 +79,8 @@ class TrainConfig:
     max_views: int | None = None   # cycle over views 0..k-1 of a K-view cache (K ablation)
     keep_checkpoint: bool = False  # checkpoint.pt is only needed to resume an unfinished run
     sync_bn: bool = False          # torchrun: BatchNorm statistics over the global batch
+    decode: str | None = None      # cpu / gpu; default: how the cache's views were rendered
+    compile: bool = False          # torch.compile the student (opt-in, unmeasured on GPU)
 
 
 def size_warning(src: Source) -> str | None:
@@ -105,6 +108,7 @@ def train_student(cfg: TrainConfig) -> dict:
     src, net, n_classes = _build(cfg)
     objective = _objective(cfg, src, net)
     device = dist.rank_device(resolve_device(cfg.device))
+    check_decode(cfg.decode, src.spec, device)
     precision = (default_precision(device, src.image_size) if cfg.precision == "auto"
                  else cfg.precision)
     lr = cfg.lr if cfg.lr is not None else BASE_LR_512.get(net.family, 0.1) * cfg.batch_size / 512
@@ -132,9 +136,9 @@ def train_student(cfg: TrainConfig) -> dict:
                   cfg.weight_decay)
         t0 = time.perf_counter()
         feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, cfg.workers, cfg.seed,
-                    device.type == "cuda", d.rank, d.world_size)
+                    device.type == "cuda", d.rank, d.world_size, device=device)
         history = train(net, objective, feed.epoch, opt, schedule, out, settings, device,
-                        precision, start, desc=cfg.student, dist=d)
+                        precision, start, desc=cfg.student, dist=d, compile=cfg.compile)
         secs = time.perf_counter() - t0
         if d.main:
             _save(out, cfg, src, net, n_classes, settings, history, warning)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 13, for one lent CUDA machine (written for an H200 with 16 cores),
+# in at most ~8 minutes, everything written under $OUT (default ./gpu-out):
+#   1. install the project (an existing python with CUDA torch + pip -e, else `make` setup)
+#   2. the CUDA tests (pytest -m cuda: device part CUDA vs CPU, prefetching feed, nvJPEG)
+#   3. torchrun --nproc-per-node 1 train-student on CUDA (NCCL, cuda:LOCAL_RANK), tiny cache
+#   4. extract --decode gpu + train-student on it (nvJPEG path), tiny
+#   5. benchmarks/bench_feed.py --gpu -> $OUT/feed-gpu.json (cached vs compute-only vs online)
+# Each step is time-boxed with `timeout`; a failed step is logged and the next one runs.
+# NOT run on the project's CPU machine (no GPU there).
+#   bash benchmarks/gpu_check.sh            # from the repository root
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+W=$(mktemp -d /tmp/kdep-gpu-XXXX)
+status() { echo "$1 rc=$2" | tee -a "$OUT/steps.txt"; }
+
+# 1. install (<= 240 s)
+PY=python3
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  timeout 240 "$PY" -m pip install -q -e ".[test]" >"$OUT/install.log" 2>&1 \
+    || timeout 240 "$PY" -m pip install -q --no-deps -e . >>"$OUT/install.log" 2>&1
+else
+  timeout 240 make .venv/.kdep-installed >"$OUT/install.log" 2>&1
+  PY=.venv/bin/python
+fi
+status install $?
+"$PY" -c "import torch, torchvision; print(torch.__version__, torchvision.__version__,
+torch.cuda.get_device_name(0), torch.cuda.is_available())" | tee "$OUT/env.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/env.txt" 2>&1
+nproc >>"$OUT/env.txt"
+
+# 2. CUDA tests (<= 90 s)
+timeout 90 "$PY" -m pytest -q -m cuda tests/test_feed.py -p no:cacheprovider \
+  --junitxml="$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1
+status cuda-tests $?
+
+# 3. torchrun, one CUDA rank, on a tiny cache of the test photos (<= 120 s)
+"$PY" -c "import torch, torchvision; torch.save(torchvision.models.resnet18().state_dict(), '$W/r18.pth')"
+BIN=$("$PY" -c "import os, sys; print(os.path.dirname(sys.executable))")
+KC=$BIN/kdep-cache; [ -x "$KC" ] || KC=$(command -v kdep-cache)
+TR=$BIN/torchrun; [ -x "$TR" ] || TR=$(command -v torchrun)
+(timeout 120 bash -c "
+  $KC extract --data tests/data/cifar --teacher resnet18 --teacher-weights $W/r18.pth \
+     --views 2 --image-size 32 --out $W/cache --device cuda --json &&
+  $KC fit-svd --cache $W/cache --student resnet18 --out $W/targets --json &&
+  $TR --standalone --nproc-per-node 1 --no-python $KC train-student \
+     --targets $W/targets --student resnet18 --epochs 2 --batch-size 4 --device cuda \
+     --out $W/run --json") >"$OUT/torchrun.log" 2>&1
+status torchrun $?
+
+# 4. --decode gpu (nvJPEG) extract + replay, tiny (<= 90 s)
+(timeout 90 bash -c "
+  $KC extract --data tests/data/cifar --teacher resnet18 --teacher-weights $W/r18.pth \
+     --views 2 --image-size 32 --out $W/cache-gpu --device cuda --decode gpu --json &&
+  $KC fit-svd --cache $W/cache-gpu --student resnet18 --out $W/targets-gpu --json &&
+  $KC train-student --targets $W/targets-gpu --student resnet18 --epochs 1 --batch-size 4 \
+     --device cuda --out $W/run-gpu --json") >"$OUT/decode-gpu.log" 2>&1
+status decode-gpu $?
+
+# 5. the benchmark (<= 240 s): photos from mate-backgrounds if present (re-encoded at the
+#    --photo-side), else synthetic large JPEGs (recorded in the JSON)
+PHOTOS=${PHOTOS:-/usr/share/backgrounds/mate}
+[ -d "$PHOTOS" ] || timeout 60 apt-get install -y mate-backgrounds >/dev/null 2>&1 || true
+timeout 240 "$PY" benchmarks/bench_feed.py --gpu --no-wait --photos "$PHOTOS" --work "$W/bench" \
+  --out "$OUT/feed-gpu.json" >"$OUT/bench.log" 2>&1
+status bench-gpu $?
+cat "$OUT/steps.txt"
