@@ -208,3 +208,12 @@ def test_torchrun_fit_svd_equals_one_process_and_shares_a_refusal(ref, tmp_path)
     assert r.returncode != 0 and len(errors) == 2, r.stderr[-2000:]
     assert "larger than the teacher width" in errors[0] and "rank 0 could not" in " ".join(errors)
     assert not (tmp_path / "bad").exists()
+
+
+def test_transfer_under_torchrun_is_refused_with_one_line(ref, tmp_path):
+    r = torchrun("transfer", "--student", "random:resnet18", "--data", ref / "images", "--out",
+                 tmp_path / "res", "--seeds", 0, "--device", "cpu", check=False)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode != 0 and errors and all("does not run under torchrun" in e
+                                                for e in errors), r.stderr[-2000:]
+    assert not (tmp_path / "res").exists()

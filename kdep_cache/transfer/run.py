@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
+from ..dist import env_ranks
 from ..errors import InputError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
 from ..runtime import autocast, prepare_model, resolve_device
@@ -138,6 +139,10 @@ def transfer(cfg: TransferConfig) -> dict:
     """Run every seed of ``cfg`` and write ``RESULT_DIR/results.json`` atomically."""
     cfg = resolved(cfg)
     _check(cfg)
+    d = env_ranks()
+    if d is not None and d.world_size > 1:
+        raise InputError(f"transfer does not run under torchrun yet ({d.world_size} ranks): run "
+                         "it as one process (one device); each seed takes one fine-tune")
     student = resolve_student(cfg.student, cfg.arch, cfg.label)
     if cfg.task == "classification":
         data = open_downstream(cfg.data, cfg.test_fraction, cfg.split_seed)
