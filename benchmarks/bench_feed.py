@@ -165,7 +165,7 @@ def gpu_part(args) -> dict:
     extract(ExtractConfig(data=str(work / "images"), teacher="resnet50",
                           teacher_weights=str(weights), out=str(work / "cache"), views=2,
                           image_size=args.size, batch_size=64, workers=args.workers,
-                          device=args.device, precision="fp16"))
+                          device=args.device, precision="fp16" if dev.type == "cuda" else "fp32"))
     res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
            "images": args.images, "size": args.size, "batch": args.batch,
            "photos": args.photos if Path(args.photos).is_dir() else "synthetic",
@@ -174,7 +174,7 @@ def gpu_part(args) -> dict:
     for name, dim in (("resnet18", 512), ("mobilenet_v2", 1280)):
         tdir = work / f"targets-{dim}"
         if not tdir.exists():
-            fit_svd(FitConfig(str(work / "cache"), str(tdir), dim=dim))
+            fit_svd(FitConfig(str(work / "cache"), str(tdir), dim=dim, fit_views="all"))
         cfg = TrainConfig(student=name, out=str(work / f"run-{name}"), targets=str(tdir),
                           epochs=args.epochs, batch_size=args.batch, workers=args.workers,
                           device=args.device, lr=0.1)
