@@ -6,7 +6,9 @@
 #   3. torchrun --nproc-per-node 1 train-student on CUDA (NCCL, cuda:LOCAL_RANK), tiny cache
 #   4. extract --decode gpu + train-student on it (nvJPEG path), tiny
 #   5. benchmarks/bench_feed.py --gpu -> $OUT/feed-gpu.json (cached vs compute-only vs online)
-# Each step is time-boxed with `timeout`; a failed step is logged and the next one runs.
+#   6. train-student --compile of the benchmark's ResNet-18 (is torch.compile faster here?)
+# Each step is time-boxed with `timeout` (its own cap, and never past 470 s from the start);
+# a failed step is logged in $OUT/steps.txt and the next one runs.
 # NOT run on the project's CPU machine (no GPU there).
 #   bash benchmarks/gpu_check.sh            # from the repository root
 set -uo pipefail
@@ -15,15 +17,17 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 W=$(mktemp -d /tmp/kdep-gpu-XXXX)
-status() { echo "$1 rc=$2" | tee -a "$OUT/steps.txt"; }
+T0=$SECONDS
+status() { echo "$1 rc=$2 t=$((SECONDS - T0))s" | tee -a "$OUT/steps.txt"; }
+cap() { local left=$((470 - (SECONDS - T0))); [ "$left" -lt "$1" ] && echo $((left > 1 ? left : 1)) || echo "$1"; }
 
-# 1. install (<= 240 s)
+# 1. install (<= 180 s with a CUDA torch present, else <= 240 s)
 PY=python3
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  timeout 240 "$PY" -m pip install -q -e ".[test]" >"$OUT/install.log" 2>&1 \
-    || timeout 240 "$PY" -m pip install -q --no-deps -e . >>"$OUT/install.log" 2>&1
+  timeout "$(cap 180)" "$PY" -m pip install -q -e ".[test]" >"$OUT/install.log" 2>&1 \
+    || timeout "$(cap 120)" "$PY" -m pip install -q --no-deps -e . >>"$OUT/install.log" 2>&1
 else
-  timeout 240 make .venv/.kdep-installed >"$OUT/install.log" 2>&1
+  timeout "$(cap 240)" make .venv/.kdep-installed >"$OUT/install.log" 2>&1
   PY=.venv/bin/python
 fi
 status install $?
@@ -32,39 +36,45 @@ torch.cuda.get_device_name(0), torch.cuda.is_available())" | tee "$OUT/env.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/env.txt" 2>&1
 nproc >>"$OUT/env.txt"
 
-# 2. CUDA tests (<= 90 s)
-timeout 90 "$PY" -m pytest -q -m cuda tests/test_feed.py -p no:cacheprovider \
+# 2. CUDA tests (<= 60 s)
+timeout "$(cap 60)" "$PY" -m pytest -q -m cuda tests/test_feed.py -p no:cacheprovider \
   --junitxml="$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1
 status cuda-tests $?
 
-# 3. torchrun, one CUDA rank, on a tiny cache of the test photos (<= 120 s)
+# 3. torchrun, one CUDA rank, on a tiny cache of the 12 test photos (<= 90 s; 1x1-conv
+#    objective: too few images for a 512-d SVD)
 "$PY" -c "import torch, torchvision; torch.save(torchvision.models.resnet18().state_dict(), '$W/r18.pth')"
 BIN=$("$PY" -c "import os, sys; print(os.path.dirname(sys.executable))")
 KC=$BIN/kdep-cache; [ -x "$KC" ] || KC=$(command -v kdep-cache)
 TR=$BIN/torchrun; [ -x "$TR" ] || TR=$(command -v torchrun)
-(timeout 120 bash -c "
+(timeout "$(cap 90)" bash -c "
   $KC extract --data tests/data/cifar --teacher resnet18 --teacher-weights $W/r18.pth \
      --views 2 --image-size 32 --out $W/cache --device cuda --json &&
-  $KC fit-svd --cache $W/cache --student resnet18 --out $W/targets --json &&
   $TR --standalone --nproc-per-node 1 --no-python $KC train-student \
-     --targets $W/targets --student resnet18 --epochs 2 --batch-size 4 --device cuda \
+     --cache $W/cache --objective conv1x1-pre --student resnet18 --epochs 2 --batch-size 4 \
+     --device cuda \
      --out $W/run --json") >"$OUT/torchrun.log" 2>&1
 status torchrun $?
 
-# 4. --decode gpu (nvJPEG) extract + replay, tiny (<= 90 s)
-(timeout 90 bash -c "
+# 4. --decode gpu (nvJPEG) extract + replay, tiny (<= 60 s)
+(timeout "$(cap 60)" bash -c "
   $KC extract --data tests/data/cifar --teacher resnet18 --teacher-weights $W/r18.pth \
      --views 2 --image-size 32 --out $W/cache-gpu --device cuda --decode gpu --json &&
-  $KC fit-svd --cache $W/cache-gpu --student resnet18 --out $W/targets-gpu --json &&
-  $KC train-student --targets $W/targets-gpu --student resnet18 --epochs 1 --batch-size 4 \
-     --device cuda --out $W/run-gpu --json") >"$OUT/decode-gpu.log" 2>&1
+  $KC train-student --cache $W/cache-gpu --objective conv1x1-pre --student resnet18 \
+     --epochs 1 --batch-size 4 --device cuda --out $W/run-gpu --json") >"$OUT/decode-gpu.log" 2>&1
 status decode-gpu $?
 
-# 5. the benchmark (<= 240 s): photos from mate-backgrounds if present (re-encoded at the
+# 5. the benchmark (<= 200 s): photos from mate-backgrounds if present (re-encoded at the
 #    --photo-side), else synthetic large JPEGs (recorded in the JSON)
 PHOTOS=${PHOTOS:-/usr/share/backgrounds/mate}
-[ -d "$PHOTOS" ] || timeout 60 apt-get install -y mate-backgrounds >/dev/null 2>&1 || true
-timeout 240 "$PY" benchmarks/bench_feed.py --gpu --no-wait --photos "$PHOTOS" --work "$W/bench" \
+[ -d "$PHOTOS" ] || timeout "$(cap 30)" apt-get install -y mate-backgrounds >/dev/null 2>&1 || true
+timeout "$(cap 200)" "$PY" benchmarks/bench_feed.py --gpu --no-wait --photos "$PHOTOS" --work "$W/bench" \
   --out "$OUT/feed-gpu.json" >"$OUT/bench.log" 2>&1
 status bench-gpu $?
+
+# 6. --compile against the benchmark's uncompiled ResNet-18 rate (feed-gpu.json)
+timeout "$(cap 100)" "$KC" train-student --targets "$W/bench/targets-512" --student resnet18 \
+  --epochs 2 --batch-size 256 --device cuda --compile --out "$W/run-compile" --json \
+  >"$OUT/compile.json" 2>"$OUT/compile.log"
+status compile $?
 cat "$OUT/steps.txt"
