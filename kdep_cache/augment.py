@@ -64,6 +64,8 @@ class AugmentSpec:
         d["background"] = [int(c) for c in self.background]
         if d["background"] == [0, 0, 0]:  # black: specs written before the option read so
             del d["background"]
+        if d["render"] == RENDER_FULL:  # full decode: specs written before the key read so
+            del d["render"]
         return d
 
     @classmethod

@@ -13,6 +13,7 @@ from .names import (
     NULLS,
     OBJECTIVES,
     PRECISIONS,
+    RENDER_FULL,
     SCHEDULES,
     STORAGE_DTYPES,
     TEACHER_FEATURES,
@@ -82,11 +83,14 @@ def _aug_options(f):
 @click.option("--decode", type=click.Choice(DECODES), default="cpu", show_default=True,
               help="gpu: decode JPEGs with nvJPEG on CUDA (other pixels than PIL's: recorded, "
                    "and the cache is then replayed so).")
+@click.option("--no-draft", is_flag=True,
+              help="Decode JPEGs at full size, never by DCT draft (the method of caches made "
+                   "before the draft: resumes them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_aug_options
 @_run
 def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, augment,
-            background, **kw):
+            background, no_draft, **kw):
     """Run the teacher ONCE over K replayable views per image and cache its features."""
     checks.extract_args({**kw, "crop_scale": crop_scale, "background": background})
     from .augment import AugmentSpec
@@ -94,7 +98,8 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
     from .extract import extract as run
     spec = AugmentSpec(kind=augment, scale=tuple(crop_scale), flip=not no_flip,
                        jitter=0.0 if no_jitter else 0.1, lighting=0.0 if no_lighting else 0.05,
-                       center_view0=center_view, background=checks.background(background))
+                       center_view0=center_view, background=checks.background(background),
+                       **({"render": RENDER_FULL} if no_draft else {}))
     emit(run(ExtractConfig(augment=spec, **kw)), as_json)
 
 

@@ -163,12 +163,9 @@ def test_old_format_cache_replays_as_it_was_written(tmp_path, teacher_file):
     replayed by the original render, bitwise; an unknown method is refused in one line."""
     extract(extract_cfg(_big_jpegs(tmp_path / "images"), tmp_path / "c", teacher_file,
                         views=2, augment=AugmentSpec(render=RENDER_FULL)))
-    for name in ("config.json", "manifest.json"):  # what the older code wrote: no key
-        f = tmp_path / "c" / name
-        d = json.loads(f.read_text())
-        s = d.get("settings", d)
-        del s["augment"]["render"]
-        f.write_text(json.dumps(d))
+    for name in ("config.json", "manifest.json"):  # as the older code wrote them: no key
+        d = json.loads((tmp_path / "c" / name).read_text())
+        assert "render" not in d.get("settings", d)["augment"]
     src = open_source(None, str(tmp_path / "c"), None, "features", None, 0)
     assert src.spec.render == RENDER_FULL
     ps = src.cache.read("params", src.ids, view=1)
@@ -190,6 +187,36 @@ def test_decode_gpu_without_cuda_is_one_line(tmp_path, teacher_file):
     with pytest.raises(InputError, match="no CUDA device") as e:
         extract(extract_cfg(tmp_path / "images", tmp_path / "c", teacher_file, decode="gpu"))
     assert "\n" not in str(e.value)
+
+
+def test_decode_option_must_match_the_cache_render_method():
+    from kdep_cache.gpu_decode import check_decode
+    from kdep_cache.names import RENDER_GPU
+    cpu = torch.device("cpu")
+    check_decode(None, AugmentSpec(), cpu)
+    check_decode("cpu", AugmentSpec(render=RENDER_FULL), cpu)
+    with pytest.raises(InputError, match="other pixels"):
+        check_decode("gpu", AugmentSpec(), cpu)
+    with pytest.raises(InputError, match="other pixels"):
+        check_decode("cpu", AugmentSpec(render=RENDER_GPU), cpu)
+    with pytest.raises(InputError, match="CUDA"):
+        check_decode(None, AugmentSpec(render=RENDER_GPU), cpu)
+
+
+def test_no_draft_extract_writes_the_settings_of_older_caches(tmp_path, teacher_file):
+    """extract --no-draft: full-decode/1, written as older caches were (no key), so a cache
+    that older code left unfinished resumes under the same settings."""
+    from click.testing import CliRunner
+
+    from kdep_cache.cli import main
+    r = CliRunner().invoke(main, ["extract", "--data", str(HERE / "data" / "cifar"), "--teacher",
+                                  "resnet18", "--teacher-weights", teacher_file, "--out",
+                                  str(tmp_path / "c"), "--views", "1", "--image-size", "32",
+                                  "--workers", "0", "--device", "cpu", "--no-draft"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert "render" not in cfg["augment"]
+    assert AugmentSpec.from_json(cfg["augment"]).render == RENDER_FULL
 
 
 @pytest.mark.cuda
