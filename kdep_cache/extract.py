@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from . import dist
 from .augment import PARAM_FIELDS, AugmentSpec
@@ -35,6 +34,7 @@ from .images import scan_images
 from .models import load_teacher
 from .names import RENDER_GPU, STORAGE_DTYPES
 from .photometric import finish
+from .progress import Progress
 from .runtime import autocast, prepare_model, resolve_device, resolved_precision
 
 log = logging.getLogger(__name__)
@@ -147,10 +147,9 @@ def extract(cfg: ExtractConfig) -> dict:
         check_finished_shards(out, images, done, cfg.seed)
         todo = [s for s in mine if s not in done]
         t0, written, done_imgs = time.perf_counter(), 0, 0
-        bar = tqdm(total=sum(min(len(images), (s + 1) * cfg.shard_size) - s * cfg.shard_size
-                             for s in todo), unit="img", desc="extract",
-                   disable=None if d.main else True)
-        for s in todo:
+        bar = Progress(sum(_range(s, cfg, len(images))[1] - s * cfg.shard_size for s in todo),
+                       "img", "extract", enabled=d.main)
+        for n, s in enumerate(todo):
             lo, hi = _range(s, cfg, len(images))
             arrays, skipped = _extract_shard(cfg, images, teacher, device, precision, mean, std,
                                              lo, hi, bar)
@@ -159,6 +158,9 @@ def extract(cfg: ExtractConfig) -> dict:
             record_shard(out, s, entry, lo, hi, skipped)
             written += entry["bytes"]
             done_imgs += hi - lo
+            rate = done_imgs / max(time.perf_counter() - t0, 1e-9)
+            bar.line(f"shard {n + 1}/{len(todo)} (images {lo}..{hi}): {rate:.1f} img/s, "
+                     f"{len(skipped)} skipped")
         bar.close()
         secs = time.perf_counter() - t0
         d.barrier("extract: waiting for every rank's shards")
