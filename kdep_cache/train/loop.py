@@ -143,7 +143,7 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
             weight = float(batch[2]) if len(batch) > 2 else 1.0
             lr = schedule.lr_at(epoch + step / n_steps)
             for g in optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)  # e.g. a new head at 10x
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             if objective.needs == "teacher":
                 target = objective.target(x)
