@@ -91,10 +91,12 @@ def accumulate(cache: Store, views: list[int], bar=None) -> Moments:
 
 def fit_svd(cfg: FitConfig) -> dict:
     """Fit and write the targets. Under torchrun rank 0 does the whole job while the other
-    ranks wait at a barrier, by measurement (benchmarks/results/ddp.json): one rank streams
-    the moments of 16,000 2048-d rows in ~0.6 s and the eigendecomposition takes ~1 s, so at
-    1.28M images the fit is about a minute against hours of extract, and a single process is
-    bitwise the one-process result, where all-reduced float64 sums would only agree to 1e-12."""
+    ranks wait, chosen by measurement (benchmarks/results/ddp.json, gloo, 2 CPU ranks): one
+    rank streams 8,000 2048-d rows/s into the float64 moments on one BLAS thread (1.28 M
+    images x 1 fitted view: ~2.7 min) and the eigendecomposition takes 1.6 s; all-reducing
+    the moments would take 0.03 s and save about two minutes once per projection, against
+    hours of extract, at the price of a result that agrees with one process only to ~1e-12.
+    On one rank it is bitwise the one-process result (tested)."""
     check_options(asdict(cfg))
     d = dist.context("cpu")
     if not d.main:
