@@ -37,6 +37,7 @@ from .cache.store import Store
 from .errors import ArtifactError, InputError, LineageError
 from .fitsvd import accumulate, load_projection, parse_views
 from .fsio import read_json, write_json, writer_lock
+from .names import PROJECTION_FILE
 from .pca import Moments, pca, std_ratio
 
 DIAGNOSTICS = "kdep-cache/diagnostics"
@@ -106,7 +107,7 @@ def _projected(store: Store, targets: Path, m: Moments, vs: list[int]) -> dict:
         raise LineageError(f"{targets} was fitted on cache "
                            f"{str(ts.manifest.get('cache_fingerprint'))[:16]}, not on "
                            f"{store.dir} ({store.fingerprint[:16]})")
-    proj, attrs = load_projection(targets / "projection.h5")
+    proj, attrs = load_projection(targets / PROJECTION_FILE)
     live = proj.live()
     a_std = proj.aligned_std(m.cov)
     tm = Moments.empty(proj.spec.dim)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import ArtifactError, InputError
+from ..fsio import sha256_file
 from .normalization import as_mean_std
 
 PREFIX = "hf:"
@@ -60,13 +61,7 @@ def _weight_files(d: Path) -> list[Path]:
 
 def weights_sha256(files: list[Path]) -> str:
     """sha256 of the weights file (of the names + sha256s of the shards, if sharded)."""
-    digests = []
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            while b := fh.read(1 << 22):
-                h.update(b)
-        digests.append(h.hexdigest())
+    digests = [sha256_file(f) for f in files]
     if len(files) == 1:
         return digests[0]
     return hashlib.sha256("".join(f"{f.name}:{d}\n" for f, d in zip(files, digests)).encode()

@@ -7,7 +7,6 @@ weights) and ``hf:DIR`` (a local Hugging Face folder). Students: torchvision nam
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torchvision
 from torch import nn
 
 from ..errors import InputError
+from ..fsio import sha256_file
 from ..names import KNOWN_STUDENTS  # noqa: F401  (defined once, there)
 from . import hf_models, timm_models
 from .features import FeatureNet
@@ -76,14 +76,6 @@ def student_width(name: str) -> int:
     return FeatureNet(build_student(name, num_classes=1)).dim
 
 
-def _sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 22):
-            h.update(b)
-    return h.hexdigest()
-
-
 def load_teacher(spec: str, weights: str | None = None, norm: str | None = None,
                  feature: str | None = None) -> tuple[FeatureNet, TeacherInfo]:
     """Resolve ``--teacher`` (+ ``--teacher-weights``) to an eval-mode :class:`FeatureNet`.
@@ -107,9 +99,9 @@ def load_teacher(spec: str, weights: str | None = None, norm: str | None = None,
         net, wpath, wdesc = _load_torchvision(spec, weights)
         norm = norm or "imagenet"
     else:
-        raise InputError(f"unknown teacher {spec!r}: use a torchvision name ({', '.join(_tv_names()[:6])}, "
-                         f"...), {', '.join(LITE_TEACHERS)}, a TorchScript file, timm:NAME or "
-                         "hf:DIR")
+        raise InputError(f"unknown teacher {spec!r}: use a torchvision name "
+                         f"({', '.join(_tv_names())}), {', '.join(LITE_TEACHERS)}, a TorchScript "
+                         "file, timm:NAME or hf:DIR")
     check_preset(norm)
     fnet = _frozen(FeatureNet(net))
     if fnet.dim is None:  # TorchScript: probe once
@@ -120,7 +112,7 @@ def load_teacher(spec: str, weights: str | None = None, norm: str | None = None,
              "efficientnet_lite": "_conv_head+_bn1 before ReLU6, avg-pooled",
              "torchscript": "module output"}[fnet.family]
     has_head = fnet.family != "torchscript" and getattr(net, "kdep_has_head", True)
-    info = TeacherInfo(spec, wdesc, _sha256(wpath) if wpath else "random", layer, norm,
+    info = TeacherInfo(spec, wdesc, sha256_file(wpath) if wpath else "random", layer, norm,
                        int(fnet.dim), fnet.num_classes if has_head else None)
     return fnet, info
 
@@ -139,7 +131,7 @@ def _load_ecosystem(spec: str, weights: str | None, norm: str | None, feature: s
     if spec.startswith(timm_models.PREFIX):
         net, wpath, wdesc = timm_models.load_teacher(spec[len(timm_models.PREFIX):], weights)
         mean, std, size = timm_models.data_config(net)
-        sha, source = _sha256(wpath) if wpath else "random", "timm:pretrained_cfg"
+        sha, source = sha256_file(wpath) if wpath else "random", "timm:pretrained_cfg"
         has_head = getattr(net, "kdep_has_head", True)
     else:
         folder = spec[len(hf_models.PREFIX):]

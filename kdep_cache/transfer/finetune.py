@@ -12,6 +12,7 @@ import torch
 
 from ..errors import InputError
 from ..models import FeatureNet
+from ..names import METRICS
 from ..runtime import autocast, prepare_model
 from ..train.loop import Schedule, load_checkpoint, rewrite_metrics, sgd, train
 from ..train.objectives import Supervised
@@ -65,8 +66,8 @@ def start_state(run_dir: Path, settings: dict, resume: bool, what: str = "fine-t
     if start is not None:
         rewrite_metrics(run_dir, json.loads(start["history"]))
         log.info("resuming %s at epoch %d", run_dir, int(start["epoch"]))
-    elif (run_dir / "metrics.jsonl").exists():
-        (run_dir / "metrics.jsonl").unlink()
+    elif (run_dir / METRICS).exists():
+        (run_dir / METRICS).unlink()
     return start
 
 

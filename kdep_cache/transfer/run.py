@@ -18,6 +18,7 @@ from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..dist import env_ranks
 from ..errors import InputError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
+from ..names import RESULTS
 from ..runtime import autocast, prepare_model, resolve_device
 from ..train.student import default_precision
 from .data import Batches, open_downstream, test_transform
@@ -27,7 +28,6 @@ from .sizes import input_size
 from .students import leaked, resolve_student
 
 log = logging.getLogger(__name__)
-RESULTS = "results.json"
 MODES = ("linear", "finetune")
 
 

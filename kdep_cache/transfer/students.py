@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..cache.schema import STUDENT
 from ..errors import ArtifactError, InputError
@@ -18,9 +17,9 @@ from ..images import scan_images
 from ..models import FeatureNet, build_student
 from ..models.registry import KNOWN_STUDENTS, NORMALIZATIONS
 from ..models.weights import fit_state_dict, load_state_dict_file
+from ..names import SIDECAR, STUDENT_FILE
 
 log = logging.getLogger(__name__)
-STUDENT_FILE, SIDECAR = "student.pth", "student.json"
 
 
 @dataclass
@@ -150,9 +149,3 @@ def leaked(lineage: dict | None, test_files: list[str]) -> tuple[bool, list[str]
         return False, []
     pre_set = set(pre)
     return True, sorted(f for f in test_files if os.path.realpath(f) in pre_set)
-
-
-def head_module(net: FeatureNet) -> nn.Module:
-    """The new classifier layer (for tests and logging)."""
-    n = net.net
-    return n.fc if net.family == "resnet" else n.classifier[-1]
