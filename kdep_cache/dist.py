@@ -56,6 +56,14 @@ class Dist:
             _guard(lambda: torch.distributed.all_reduce(t), what, self.rank)
         return t
 
+    def all_gather_object(self, obj, what: str) -> list:
+        """Every rank's ``obj``, in rank order (``[obj]`` in one process)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        _guard(lambda: torch.distributed.all_gather_object(out, obj), what, self.rank)
+        return out
+
     def broadcast_object(self, obj, what: str):
         """Rank 0's ``obj`` on every rank."""
         if not self.enabled:
@@ -95,6 +103,21 @@ def context(device: str = "auto") -> Dist:
                                                                            d.local_rank)}
                                                 if cuda else {}))
     return d
+
+
+def global_batches(keys, batch_size: int, world: int, drop_short: bool) -> list:
+    """``keys`` (one epoch's order) cut into global batches of ``batch_size``; a short last
+    batch is dropped when ``drop_short``, and, with several ranks, one that would leave a
+    rank fewer than 2 items (BatchNorm cannot train on one)."""
+    cut = len(keys) // batch_size * batch_size if drop_short else len(keys)
+    out = [keys[i:i + batch_size] for i in range(0, cut, batch_size)]
+    return [x for x in out if world == 1 or len(x) >= 2 * world]
+
+
+def rank_slice(keys, rank: int, world: int) -> list:
+    """This rank's slice of one global batch (the ranks together hold all of it)."""
+    import numpy as np
+    return np.array_split(np.asarray(keys), world)[rank].tolist()
 
 
 def rank_device(device: torch.device) -> torch.device:

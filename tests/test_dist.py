@@ -210,10 +210,21 @@ def test_torchrun_fit_svd_equals_one_process_and_shares_a_refusal(ref, tmp_path)
     assert not (tmp_path / "bad").exists()
 
 
-def test_transfer_under_torchrun_is_refused_with_one_line(ref, tmp_path):
-    r = torchrun("transfer", "--student", "random:resnet18", "--data", ref / "images", "--out",
-                 tmp_path / "res", "--seeds", 0, "--device", "cpu", check=False)
-    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
-    assert r.returncode != 0 and errors and all("does not run under torchrun" in e
-                                                for e in errors), r.stderr[-2000:]
-    assert not (tmp_path / "res").exists()
+def test_torchrun_transfer_linear_equals_one_process_and_finetune_runs(ref, tmp_path):
+    """Linear probe: features sharded across 2 ranks, gathered, fitted once on rank 0 == one
+    process. Fine-tune: DDP on slices of each global batch; rank 0 alone writes."""
+    common = ["--student", "random:resnet18", "--data", ref / "images", "--seeds", 0,
+              "--device", "cpu", "--image-size", 32, "--workers", 0]
+    one("transfer", *common, "--out", tmp_path / "one")
+    torchrun("transfer", *common, "--out", tmp_path / "ddp")
+    a, b = (json.loads((tmp_path / w / "results.json").read_text())["seeds"][0]
+            for w in ("one", "ddp"))
+    assert a["test_top1"] == b["test_top1"] and a["C"] == b["C"]
+    r = torchrun("transfer", *common, "--mode", "finetune", "--epochs", 2, "--batch-size", 4,
+                 "--out", tmp_path / "ft")
+    assert r.stdout.count("final_top1") == 1  # rank 0 alone reports
+    res = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert res["ranks"] == 2 and len(res["seeds"][0]["history"]) == 2
+    bad = torchrun("transfer", "--task", "segmentation", *common, "--out", tmp_path / "seg",
+                   check=False)
+    assert bad.returncode != 0 and "does not run under torchrun yet" in bad.stderr

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data import Collate, collate, render_views, worker_init
+from ..dist import global_batches, rank_slice
 from ..errors import ArtifactError
 from ..gpu_decode import collate_bytes, read_item, render_batch
 from ..identity import ARRAYS as IDENTITY
@@ -68,17 +69,15 @@ class _EpochOrder(Sampler):
 
     def global_batches(self) -> list[np.ndarray]:
         keys = self.view() * len(self.src.images) + self.ids()
-        b = self.batch
-        cut = len(keys) // b * b if len(keys) >= 2 * b else len(keys)  # drop a short last
-        out = [keys[i:i + b] for i in range(0, cut, b)]                # batch if >= 2 full
-        return [x for x in out if len(x) >= self.world]  # every rank gets at least one
+        # a short last batch is dropped once there are two full ones
+        return global_batches(keys, self.batch, self.world, len(keys) >= 2 * self.batch)
 
     def __len__(self) -> int:
         return len(self.global_batches())
 
     def __iter__(self):
         for keys in self.global_batches():
-            yield np.array_split(keys, self.world)[self.rank].tolist()
+            yield rank_slice(keys, self.rank, self.world)
 
 
 class Feed:

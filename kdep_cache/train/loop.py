@@ -99,9 +99,9 @@ def _wrap(step: _Step, dist: Dist, device) -> nn.Module:
     if not dist.enabled:
         return step
     from torch.nn.parallel import DistributedDataParallel as DDP
-    # the classifier head is unused by feature objectives: find_unused_parameters
+    # feature objectives leave the classifier head unused (DDP must be told)
     return DDP(step, device_ids=[device.index] if device.type == "cuda" else None,
-               find_unused_parameters=True)
+               find_unused_parameters=not step.objective.want_logits)
 
 
 def train(model, objective, batches: Callable[[int], Iterable], optimizer, schedule: Schedule,

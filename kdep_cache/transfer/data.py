@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from ..dist import global_batches, rank_slice
 from ..errors import ArtifactError, InputError
 from ..images import BadImage, ImageList, load_rgb, scan_images
 
@@ -153,13 +154,29 @@ class FolderDataset(Dataset):
 
 
 class Batches:
-    """``(x, y)`` batches of a split; an undecodable image stops with a one-line error."""
+    """``(x, y)`` batches of a split; an undecodable image stops with a one-line error.
+
+    ``world > 1`` (torchrun, training): the epoch's seeded permutation is cut into global
+    batches of ``batch_size`` and this rank takes its slice of each, yielding
+    ``(x, y, weight)`` with weight = its share of the batch x world (see train/feed.py)."""
 
     def __init__(self, images: ImageList, transform, size: int, batch_size: int, workers: int,
-                 shuffle: bool = False, seed: int = 0, pin: bool = False):
+                 shuffle: bool = False, seed: int = 0, pin: bool = False, rank: int = 0,
+                 world: int = 1):
         n = len(images)
+        ds = FolderDataset(images, transform, size)
+        self.sizes = None
+        if world > 1:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+            glob = global_batches(order, batch_size, world, drop_short=n % batch_size == 1)
+            self.sizes = [len(b) for b in glob]
+            self.loader = DataLoader(ds, batch_sampler=[rank_slice(b, rank, world) for b in glob],
+                                     num_workers=workers, pin_memory=pin,
+                                     worker_init_fn=_worker_init)
+            self.world = world
+            return
         self.loader = DataLoader(
-            FolderDataset(images, transform, size), batch_size=batch_size, shuffle=shuffle,
+            ds, batch_size=batch_size, shuffle=shuffle,
             num_workers=workers, pin_memory=pin,
             drop_last=shuffle and n % batch_size == 1 and n > 1,  # no BatchNorm batch of 1
             generator=torch.Generator().manual_seed(seed), worker_init_fn=_worker_init)
@@ -168,12 +185,15 @@ class Batches:
         return len(self.loader)
 
     def __iter__(self):
-        for x, y, reasons in self.loader:
+        for j, (x, y, reasons) in enumerate(self.loader):
             bad = [r for r in reasons if r]
             if bad:
                 raise ArtifactError(f"cannot decode downstream image {bad[0]}: remove or "
                                     "replace it")
-            yield x, y
+            if self.sizes is None:
+                yield x, y
+            else:
+                yield x, y, len(y) * self.world / self.sizes[j]
 
 
 def _worker_init(_: int) -> None:

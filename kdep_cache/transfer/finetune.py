@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..dist import Dist
 from ..errors import InputError
 from ..models import FeatureNet
 from ..names import METRICS
@@ -54,8 +55,8 @@ def summarize(history: list[dict]) -> dict:
             "epochs": accs[-1][0], "final_train_loss": history[-1].get("loss")}
 
 
-def start_state(run_dir: Path, settings: dict, resume: bool, what: str = "fine-tune"
-                ) -> dict | None:
+def start_state(run_dir: Path, settings: dict, resume: bool, what: str = "fine-tune",
+                main: bool = True) -> dict | None:
     """The checkpoint to resume from (refused without ``--resume``); a fresh run drops an old
     metrics.jsonl, a resumed one keeps exactly the checkpointed epochs."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,8 @@ def start_state(run_dir: Path, settings: dict, resume: bool, what: str = "fine-t
     if start is not None and not resume:
         raise InputError(f"{run_dir} holds an interrupted {what} (epoch {start['epoch']}): "
                          "add --resume to continue it, or use a new --out")
+    if not main:  # under torchrun rank 0 alone writes
+        return start
     if start is not None:
         rewrite_metrics(run_dir, json.loads(start["history"]))
         log.info("resuming %s at epoch %d", run_dir, int(start["epoch"]))
@@ -72,9 +75,13 @@ def start_state(run_dir: Path, settings: dict, resume: bool, what: str = "fine-t
 
 
 def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, seed: int,
-             device: torch.device, precision: str, resume: bool, p: dict) -> dict:
-    """Fine-tune ``net`` on ``data`` with the protocol ``p``; checkpoints in ``run_dir``."""
-    start = start_state(run_dir, settings, resume)
+             device: torch.device, precision: str, resume: bool, p: dict,
+             dist: Dist | None = None) -> dict:
+    """Fine-tune ``net`` on ``data`` with the protocol ``p``; checkpoints in ``run_dir``.
+    Under torchrun: DistributedDataParallel on slices of each global batch of
+    ``p["batch_size"]``; every rank evaluates the (small) test split, rank 0 writes."""
+    dist = dist or Dist()
+    start = start_state(run_dir, settings, resume, main=dist.main)
     size, mean, std = p["image_size"], p["mean"], p["std"]
     pin = device.type == "cuda"
     test = Batches(data.test, test_transform(size, mean, std), size, p["batch_size"],
@@ -84,7 +91,8 @@ def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, s
     def batches(epoch: int) -> Batches:
         torch.manual_seed(seed * 1_000_003 + epoch)  # crops/flips (workers=0), dropout
         return Batches(data.train, tt, size, p["batch_size"], p["workers"], shuffle=True,
-                       seed=seed * 1_000_003 + epoch, pin=pin)
+                       seed=seed * 1_000_003 + epoch, pin=pin, rank=dist.rank,
+                       world=dist.world_size)
 
     net = prepare_model(net, device)
     objective = Supervised(1.0).to(device)
@@ -93,7 +101,7 @@ def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, s
     history = train(net, objective, batches, opt, schedule, run_dir, settings, device, precision,
                     start, on_epoch_end=lambda e: evaluate(net, test, device, precision,
                                                    data.classes),
-                    desc=f"finetune seed {seed}")
+                    desc=f"finetune seed {seed}", dist=dist)
     return {"seed": seed, **summarize(history), "history": [
         {k: r.get(k) for k in ("epoch", "loss", "acc", "lr", "test_top1", "test_balanced",
                                "seconds")}

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,16 +15,18 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .. import dist
 from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..dist import env_ranks
 from ..errors import InputError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
 from ..names import RESULTS
-from ..runtime import autocast, prepare_model, resolve_device
+from ..runtime import autocast, resolve_device
 from ..train.student import default_precision
-from .data import Batches, open_downstream, test_transform
-from .finetune import finetune
-from .linear import C_GRID, MAX_ITER, VAL_FRACTION, extract_features, linear_probe
+from .data import open_downstream
+from .linear import C_GRID, MAX_ITER, VAL_FRACTION
+from .seeds import finetune_seeds as _finetune
+from .seeds import linear_seeds as _linear
 from .sizes import input_size
 from .students import leaked, resolve_student
 
@@ -139,10 +142,11 @@ def transfer(cfg: TransferConfig) -> dict:
     """Run every seed of ``cfg`` and write ``RESULT_DIR/results.json`` atomically."""
     cfg = resolved(cfg)
     _check(cfg)
-    d = env_ranks()
-    if d is not None and d.world_size > 1:
-        raise InputError(f"transfer does not run under torchrun yet ({d.world_size} ranks): run "
-                         "it as one process (one device); each seed takes one fine-tune")
+    r = env_ranks()
+    if r is not None and r.world_size > 1 and cfg.task != "classification":
+        raise InputError(f"transfer --task {cfg.task} does not run under torchrun yet "
+                         f"({r.world_size} ranks): run it as one process")
+    d = dist.context(cfg.device)
     student = resolve_student(cfg.student, cfg.arch, cfg.label)
     if cfg.task == "classification":
         data = open_downstream(cfg.data, cfg.test_fraction, cfg.split_seed)
@@ -154,7 +158,7 @@ def transfer(cfg: TransferConfig) -> dict:
         data = open_dense(cfg.data, cfg.task)
         files = [os.path.join(data.path, s.image) for s in data.train]
     checked, overlap = _leakage(cfg, student, data)
-    device = resolve_device(cfg.device)
+    device = dist.rank_device(resolve_device(cfg.device))
     size, source = input_size(cfg.image_size, student.image_size, files, cfg.task)
     mean, std = student.mean_std
     out = Path(cfg.out)
@@ -166,9 +170,9 @@ def transfer(cfg: TransferConfig) -> dict:
                 ("final_top1", "best_top1", "final_balanced"))
 
         def run_seeds(settings):
-            return (_linear(student, data, protocol, cfg, device, precision)
+            return (_linear(student, data, protocol, cfg, device, precision, d)
                     if cfg.mode == "linear" else
-                    _finetune(student, data, protocol, settings, cfg, out, device, precision))
+                    _finetune(student, data, protocol, settings, cfg, out, device, precision, d))
     else:
         from . import dense
         protocol, keys = dense.protocol(cfg, student, size, source, device)
@@ -178,7 +182,7 @@ def transfer(cfg: TransferConfig) -> dict:
             return dense.run_seeds(student, data, protocol, settings, cfg, out, device)
     settings = json.loads(json.dumps({
         "student": student.to_json(), "dataset": data.to_json(), "protocol": protocol}))
-    with writer_lock(out):
+    with writer_lock(out) if d.main else contextlib.nullcontext():
         if (out / RESULTS).is_file():
             done = read_json(out / RESULTS)
             if done.get("settings_fingerprint") == fingerprint(settings):
@@ -197,8 +201,10 @@ def transfer(cfg: TransferConfig) -> dict:
                   "seeds": per_seed, "summary": {k: aggregate([r[k] for r in per_seed])
                                                  for k in keys},
                   "primary": keys[0], "seconds": round(secs, 2), "device": str(device),
-                  "producer": producer_info(), "argv": sys.argv, "created_at": now_iso()}
-        write_json(out / RESULTS, result)
+                  "producer": producer_info(), "argv": sys.argv, "created_at": now_iso(),
+                  **({"ranks": d.world_size} if d.enabled else {})}
+        if d.main:
+            write_json(out / RESULTS, result)
     return {"out": str(out), **_headline(result), "seconds": round(secs, 1),
             "device": str(device), "precision": precision}
 
@@ -211,38 +217,3 @@ def _headline(r: dict) -> dict:
         std = "" if s["std"] is None else f" ± {s['std']:.2f}"
         head[k] = f"{s['mean']:.2f}{std} (n={s['n']})"
     return head
-
-
-def _linear(student, data, protocol, cfg, device, precision) -> list[dict]:
-    tf = test_transform(protocol["image_size"], protocol["mean"], protocol["std"])
-    size, pin = protocol["image_size"], device.type == "cuda"
-    feats, results = None, []
-    for seed in cfg.seeds:
-        t0 = time.perf_counter()
-        if feats is None or student.kind == "random":  # random init differs per seed
-            net = prepare_model(student.build(len(data.classes), seed), device)
-            feats = [extract_features(net, Batches(split, tf, size, cfg.batch_size, cfg.workers,
-                                                   pin=pin), device, precision, desc=name)
-                     for name, split in (("train", data.train), ("test", data.test))]
-            del net
-        r = linear_probe(feats[0], feats[1], seed, classes=data.classes)
-        r["seconds"] = round(time.perf_counter() - t0, 2)
-        log.info("seed %d: linear test top-1 %.2f (C=%g)", seed, r["test_top1"], r["C"])
-        results.append(r)
-    return results
-
-
-def _finetune(student, data, protocol, settings, cfg, out, device, precision) -> list[dict]:
-    p = {**protocol, "workers": cfg.workers}
-    results = []
-    for seed in cfg.seeds:
-        t0 = time.perf_counter()
-        net = student.build(len(data.classes), seed)
-        seed_settings = json.loads(json.dumps({**settings, "seed": seed}))
-        r = finetune(net, data, out / f"seed-{seed}", seed_settings, seed, device, precision,
-                     cfg.resume, p)
-        r["seconds"] = round(time.perf_counter() - t0, 2)
-        log.info("seed %d: final %.2f, best %.2f (epoch %d)", seed, r["final_top1"],
-                 r["best_top1"], r["best_epoch"])
-        results.append(r)
-    return results
