@@ -35,10 +35,11 @@ from .cache.manifest import CONFIG, IMAGES
 from .cache.schema import MANIFEST, RAW, TARGETS, now_iso, producer_info
 from .cache.store import Store
 from .errors import ArtifactError, InputError, LineageError
-from .fitsvd import accumulate, load_projection, parse_views
+from .fitsvd import accumulate, parse_views
 from .fsio import read_json, write_json, writer_lock
 from .names import PROJECTION_FILE
 from .pca import Moments, pca, std_ratio
+from .projection_io import load_projection
 
 DIAGNOSTICS = "kdep-cache/diagnostics"
 REPORT = "diagnose.json"

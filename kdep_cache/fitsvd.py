@@ -7,7 +7,6 @@ Output directory: ``projection.h5`` (the projection artifact), ``shard-NNNNN.h5`
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from . import dist
 from .align import AlignSpec, Projection, check_spec, fit_projection
@@ -29,9 +27,7 @@ from .cache.manifest import (
     shard_done,
 )
 from .cache.schema import (
-    ARRAY_ATTR,
     MANIFEST,
-    PROJECTION,
     PROJECTION_FILE,
     RAW,
     TARGETS,
@@ -41,8 +37,10 @@ from .cache.store import Store, write_shard
 from .checks import check_options
 from .digest import array_sha
 from .errors import ArtifactError, InputError
-from .fsio import atomic_write, canonical_json, fingerprint, writer_lock
+from .fsio import fingerprint, writer_lock
 from .pca import Moments, std_ratio
+from .progress import Progress
+from .projection_io import load_projection, write_projection  # noqa: F401  (load_projection re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +129,9 @@ def _fit(cfg: FitConfig) -> dict:
     with writer_lock(out):
         if (out / MANIFEST).is_file():
             return _already_complete(out, cache, spec, views, cfg.dtype)
-        bar = tqdm(total=cache.n_images * len(views), unit="img", desc="fit", disable=None)
+        bar = Progress(cache.n_images * len(views), "img", "fit-svd")
         m = accumulate(cache, views, bar)
+        bar.line(f"moments of {m.n} rows (views {views}) accumulated")
         bar.close()
         proj = fit_projection(spec, m)
         t_fit = time.perf_counter() - t0
@@ -145,7 +144,7 @@ def _fit(cfg: FitConfig) -> dict:
                     "spec": spec.to_json(), "fit_views": views, "dtype": cfg.dtype,
                     "n_images": cache.n_images, "views": cache.views, "dim": dim}
         load_or_init_config(out, settings)
-        _write_projection(out / PROJECTION_FILE, proj, proj_fp, cache, views, m.n, explained)
+        write_projection(out / PROJECTION_FILE, proj, proj_fp, cache, views, m.n, explained)
         t_std = _write_targets(cache, proj, out, settings, views, cfg.dtype)
         ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std[proj.live()]),
                   "transformed": t_std, "rows": f"views {views} of valid images"}
@@ -198,42 +197,13 @@ def _resolve_dim(cfg: FitConfig) -> int:
     return int(cfg.dim)
 
 
-def _write_projection(path: Path, proj: Projection, fp: str, cache: Store, views, n, expl):
-    attrs = {"format": PROJECTION, "format_version": 1, "fingerprint": fp,
-             "spec": proj.spec.to_json(), "cache": cache.fingerprint, "fit_views": views,
-             "fitted_samples": n, "explained_variance": expl}
-
-    def write(tmp):
-        buf = io.BytesIO()  # in memory, then one plain write (see cache.store.write_shard)
-        with h5py.File(buf, "w") as f:
-            f.attrs[ARRAY_ATTR] = canonical_json(attrs)
-            for k, v in proj.arrays().items():
-                f.create_dataset(k, data=v, track_times=False)
-            evr = proj.eigenvalues / max(proj.eigenvalues.sum(), 1e-300)
-            f.create_dataset("explained_variance_ratio", data=evr[:proj.spec.dim],
-                             track_times=False)
-        tmp.write_bytes(buf.getbuffer())
-    atomic_write(path, write, sum(v.nbytes for v in proj.arrays().values()))
-
-
-def load_projection(path: str | Path) -> tuple[Projection, dict]:
-    import json
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = json.loads(f.attrs[ARRAY_ATTR])
-            arrays = {k: f[k][()] for k in ("center", "weight", "scale", "eigenvalues", "raw_std")}
-    except (OSError, KeyError, ValueError) as e:
-        raise ArtifactError(f"{path} is not a readable projection: {e}") from None
-    return Projection(AlignSpec.from_json(attrs["spec"]), **arrays), attrs
-
-
 def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fit_views,
                    dtype: str) -> float:
     """Write every target shard (skipping complete ones); return the transformed Std Ratio."""
     dt = np.float16 if dtype == "float16" else np.float32
     k, d = cache.views, proj.spec.dim
     tm = Moments.empty(d)
-    bar = tqdm(total=cache.n_images, unit="img", desc="targets", disable=None)
+    bar = Progress(cache.n_images, "img", "targets")
     for s, (lo, hi, valid) in enumerate(cache.iter_shards("valid")):
         ok = valid.astype(bool)
         path = out / shard_name(s)
@@ -259,5 +229,6 @@ def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fi
                             {"targets": tgt, "valid": valid.copy()})
         record_shard(out, s, entry, lo, hi)
         bar.update(hi - lo)
+        bar.line(f"shard {s + 1}/{len(cache.manifest['shards'])} (images {lo}..{hi}) written")
     bar.close()
     return std_ratio(np.sqrt(tm.var)[proj.live()])

