@@ -25,8 +25,8 @@ from .cache.store import write_shard
 from .checks import check_options
 from .data import Collate, ViewDataset, collate, worker_init
 from .digest import SHA_BYTES
-from .errors import InputError, LockedError
-from .fsio import lock_holder_alive, read_json, writer_lock
+from .errors import InputError
+from .fsio import rank_lock, read_json
 from .gpu_decode import GpuItems, collate_bytes, render_batch, require_cuda
 from .identity import ARRAYS as IDENTITY
 from .identity import check_finished_shards, record_in_images_json
@@ -77,26 +77,6 @@ def _validate(cfg: ExtractConfig) -> None:
         raise InputError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, got {cfg.dtype}")
 
 
-def _rank_lock(out: Path, cfg: ExtractConfig) -> str:
-    """Lock name of this writer. Ranks of one world write disjoint shards under one lock each;
-    a writer of another world size (e.g. a one-process run beside rank 0 of 2) is refused."""
-    if cfg.world_size == 1:
-        return ".lock"
-    return f".lock-rank{cfg.rank}-of-{cfg.world_size}"
-
-
-def _refuse_other_worlds(out: Path, mine: str) -> None:
-    for lock in out.glob(".lock*"):
-        if lock.name == mine or lock.name.endswith(".tmp"):
-            continue
-        same_world = mine != ".lock" and lock.name.rsplit("-of-", 1)[-1] == mine.rsplit(
-            "-of-", 1)[-1]
-        if not same_world and lock_holder_alive(lock):
-            raise LockedError(f"{out} is being written by another extract ({lock.name}, another "
-                              "--world-size or a one-process run): wait for it, or use the same "
-                              "--world-size for every rank")
-
-
 def extract(cfg: ExtractConfig) -> dict:
     """Run stage 1; return a summary dict. Raises :class:`KdepError` on bad input.
 
@@ -130,9 +110,7 @@ def extract(cfg: ExtractConfig) -> dict:
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
                 "param_fields": list(PARAM_FIELDS)}
-    lock = _rank_lock(out, cfg)
-    with writer_lock(out, lock):  # ranks write disjoint shards: one lock per rank
-        _refuse_other_worlds(out, lock)
+    with rank_lock(out, cfg.rank, cfg.world_size):  # ranks write disjoint shards
         load_or_init_config(out, settings, images.to_json())
         if (out / MANIFEST).is_file():
             log.info("%s is already complete", out)

@@ -190,6 +190,25 @@ def writer_lock(directory: str | os.PathLike, name: str = ".lock"):
             directory.rmdir()  # a run refused before writing anything leaves nothing behind
 
 
+@contextmanager
+def rank_lock(directory: str | os.PathLike, rank: int, world_size: int):
+    """:func:`writer_lock` for one of ``world_size`` processes writing disjoint parts of one
+    directory (extract ranks): one lock per rank; a writer of another world size (e.g. a
+    one-process run beside rank 0 of 2) is refused at once."""
+    mine = ".lock" if world_size == 1 else f".lock-rank{rank}-of-{world_size}"
+    with writer_lock(directory, mine):
+        for lock in Path(directory).glob(".lock*"):
+            if lock.name == mine or lock.name.endswith(".tmp"):
+                continue
+            same_world = (world_size > 1 and lock.name.startswith(".lock-rank")
+                          and lock.name.rsplit("-of-", 1)[-1] == str(world_size))
+            if not same_world and lock_holder_alive(lock):
+                raise LockedError(f"{directory} is being written by another extract "
+                                  f"({lock.name}, another --world-size or a one-process run): "
+                                  "wait for it, or use the same --world-size for every rank")
+        yield
+
+
 def lock_holder_alive(lock: Path) -> bool:
     """Is the process recorded in lock file ``lock`` alive (or on another host, unknowable)?"""
     try:

@@ -256,6 +256,10 @@ def test_other_world_size_cannot_write_the_same_folder(made, teacher_file, tmp_p
     with pytest.raises(LockedError, match="another --world-size"):
         extract(extract_cfg(made / "images", out, teacher_file, rank=0, world_size=2))
     (out / ".lock-rank1-of-3").unlink()
+    (out / ".lock-rank1-of-12").write_text(me)  # "-of-12" is not "-of-2"
+    with pytest.raises(LockedError, match="another --world-size"):
+        extract(extract_cfg(made / "images", out, teacher_file, rank=0, world_size=2))
+    (out / ".lock-rank1-of-12").unlink()
     (out / ".lock-rank1-of-2").write_text(me)  # a live rank of the same world: allowed
     r = extract(extract_cfg(made / "images", out, teacher_file, rank=0, world_size=2))
     assert r["images_processed"] > 0
