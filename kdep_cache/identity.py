@@ -1,7 +1,7 @@
 """Images are identified by content, not by path.
 
-``extract`` records each image's file size and sha256 (computed in the workers from the bytes
-they decode) in every raw shard (``file_size`` (n,), ``file_sha256`` (n, 32)) and, when the
+``extract`` records each image's file size and sha256 (computed in the workers from the file's
+bytes, read just before the decode, which re-reads them from the page cache) in every raw shard (``file_size`` (n,), ``file_sha256`` (n, 32)) and, when the
 cache completes, in ``images.json``. Readers compare:
 
 - ``extract`` resuming: every finished image's size (one ``stat`` each) and the sha256 of a
