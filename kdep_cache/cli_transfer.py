@@ -10,7 +10,7 @@ from . import checks
 from .cli_base import _run, emit, main
 from .errors import InputError
 from .fsio import atomic_write
-from .names import PRECISIONS, TRANSFER_MODES
+from .names import PRECISIONS, SEG_HEADS, TRANSFER_MODES, TRANSFER_SCHEDULES, TRANSFER_TASKS
 
 
 def _seeds(ctx, param, value: str) -> tuple[int, ...]:
@@ -32,7 +32,7 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--data", required=True, type=click.Path(),
               help="Classification: an ImageFolder DIR/train + DIR/test (or val), or one tree to "
                    "split. Segmentation / detection: a PASCAL VOC or COCO folder (detected).")
-@click.option("--task", type=click.Choice(["classification", "segmentation", "detection"]),
+@click.option("--task", type=click.Choice(TRANSFER_TASKS),
               default="classification", show_default=True,
               help="Downstream task: classification, segmentation (PSP head, mIoU) or detection "
                    "(Faster R-CNN + FPN, COCO AP).")
@@ -50,8 +50,7 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--weight-decay", type=float, default=None,
               help="[default: 5e-4 classification, 1e-4 segmentation / detection]")
 @click.option("--momentum", default=0.9, show_default=True)
-@click.option("--schedule", type=click.Choice(["step", "cosine", "constant", "poly",
-                                               "multistep"]), default=None,
+@click.option("--schedule", type=click.Choice(TRANSFER_SCHEDULES), default=None,
               help="step: x0.1 every --lr-step epochs (default: each third); poly: (1-t)^0.9; "
                    "multistep: x0.1 at 2/3 and 8/9 [default: step / poly / multistep by task].")
 @click.option("--lr-step", type=float, default=None, help="Epochs between x0.1 steps.")
@@ -59,7 +58,7 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
               help="Input size S; segmentation: the crop; detection: the longer side "
                    "[default: the student's pre-training size (classification), else from the "
                    "data: median image side rounded to 8].")
-@click.option("--seg-head", type=click.Choice(["psp", "deeplabv3", "fcn"]), default="psp",
+@click.option("--seg-head", type=click.Choice(SEG_HEADS), default="psp",
               show_default=True, help="Segmentation head (PSP: the paper's PSPNet).")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds,
               help="Comma-separated seeds; results report mean ± std over them.")

@@ -25,12 +25,13 @@ from PIL import Image
 
 from ..errors import InputError
 from ..fsio import read_json
+from ..names import TRANSFER_TASKS
 
 log = logging.getLogger(__name__)
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor")
-TASKS = ("segmentation", "detection")
+TASKS = TRANSFER_TASKS[1:]  # the dense tasks
 SPLITS = ("train", "val")
 BOX_SLACK = 1.0  # pixels a box may overhang its image (rounding in real annotations)
 

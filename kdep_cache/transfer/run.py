@@ -20,7 +20,7 @@ from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..dist import env_ranks
 from ..errors import InputError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
-from ..names import RESULTS
+from ..names import RESULTS, TRANSFER_TASKS
 from ..runtime import autocast, resolve_device
 from ..train.student import default_precision
 from .data import open_downstream
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 MODES = ("linear", "finetune")
 
 
-TASKS = ("classification", "segmentation", "detection")
+TASKS = TRANSFER_TASKS
 # Defaults per task (None in TransferConfig = take these). Classification: the paper's
 # fine-tuning (150 epochs, lr x0.1 at each third). Segmentation: PSPNet on VOC (batch 16,
 # lr 0.01, poly, 50 epochs, wd 1e-4). Detection: detectron2's COCO 1x (batch 16, lr 0.02,

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..names import TRANSFER_SCHEDULES
 from ..train.loop import Schedule
 
 POLY_POWER = 0.9
 MILESTONES = (2 / 3, 8 / 9)
-KINDS = ("step", "cosine", "constant", "poly", "multistep")
+KINDS = TRANSFER_SCHEDULES
 
 
 @dataclass

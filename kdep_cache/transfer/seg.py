@@ -28,10 +28,11 @@ from tqdm import tqdm
 
 from ..errors import ArtifactError, InputError
 from ..images import BadImage, load_rgb
+from ..names import SEG_HEADS
 from ..train.objectives import Objective
 from .dense_metrics import IGNORE, SegScore
 
-HEADS = ("psp", "deeplabv3", "fcn")
+HEADS = SEG_HEADS
 SCALE_RANGE = (0.5, 2.0)
 PSP_BINS = (1, 2, 3, 6)
 
