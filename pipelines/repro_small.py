@@ -78,6 +78,20 @@ def _train_seconds(run_dir: Path) -> float:
     return sum(json.loads(x)["seconds"] for x in lines if x.strip())
 
 
+# the projections fitted: aligner, transform, fit views, null directions, PTS T
+FITS_RUN = (("svd", "pts", "0", "keep", 0.1), ("svd", "pts", "0", "keep", 0.03),
+            ("svd", "none", "0", "keep", 0.1), ("svd", "sn", "0", "keep", 0.1),
+            ("svd", "sm", "0", "keep", 0.1), ("cs-var", "none", "0", "keep", 0.1),
+            ("interp", "none", "0", "keep", 0.1), ("svd", "pts", "all", "keep", 0.1),
+            ("svd", "pts", "0", "zero", 0.1), ("svd", "sn", "0", "zero", 0.1))
+
+
+def target_name(a: str, tr: str, views: str, null: str, pts_t: float) -> str:
+    """The study's folder for one fitted projection (the rows of methods() name these)."""
+    return (f"targets-{a}-{tr}" + (f"-t{pts_t:g}" if pts_t != 0.1 else "")
+            + ("-allviews" if views == "all" else "") + ("-zero" if null == "zero" else ""))
+
+
 def methods(c: dict) -> list[dict]:
     """Rows of the table: label, how to train (None = random init), seeds."""
     seeds, one = c["key_seeds"], c["key_seeds"][:1]
@@ -137,14 +151,8 @@ def run(c: dict, on_progress=None) -> dict:
     timed("extract (teacher, once)", extract, ExtractConfig(
         data=str(ds / "du"), teacher=c["teacher"], out=str(out / "cache"), views=c["views"],
         image_size=c["image_size"], save_logits=True, workers=c["workers"], augment=spec))
-    for a, tr, views, null, pts_t in (
-            ("svd", "pts", "0", "keep", 0.1), ("svd", "pts", "0", "keep", 0.03),
-            ("svd", "none", "0", "keep", 0.1), ("svd", "sn", "0", "keep", 0.1),
-            ("svd", "sm", "0", "keep", 0.1), ("cs-var", "none", "0", "keep", 0.1),
-            ("interp", "none", "0", "keep", 0.1), ("svd", "pts", "all", "keep", 0.1),
-            ("svd", "pts", "0", "zero", 0.1), ("svd", "sn", "0", "zero", 0.1)):
-        name = (f"targets-{a}-{tr}" + (f"-t{pts_t:g}" if pts_t != 0.1 else "")
-                + ("-allviews" if views == "all" else "") + ("-zero" if null == "zero" else ""))
+    for a, tr, views, null, pts_t in FITS_RUN:
+        name = target_name(a, tr, views, null, pts_t)
         done = (out / name / "manifest.json").is_file()
         timed(f"fit-svd {name[8:]}", fit_svd, done=done, cfg=FitConfig(
             cache=str(out / "cache"), out=str(out / name), student=c["student"], aligner=a,
