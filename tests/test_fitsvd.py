@@ -198,3 +198,26 @@ def test_specs_written_before_the_null_option_read_as_keep():
     assert spec.null == "keep" and spec.to_json() == old
     assert "null" not in AlignSpec(4).to_json()  # default keep: fingerprints as before
     assert AlignSpec(4, null="zero").to_json()["null"] == "zero"
+
+
+def test_one_sided_raw_channel_targets_warn_and_are_recorded(tmp_path, caplog):
+    """Raw-channel targets (cs-var) of a teacher whose features are mostly negative: fit-svd
+    warns that a post-ReLU student will get dead features and records the count, equal to a
+    direct count on the written targets; SVD targets of the same cache are centred: no warning."""
+    k, n, d, dim = 2, 200, 16, 8
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(k, n, d)) + np.r_[np.full(12, -4.0), np.zeros(4)]  # 12 one-sided
+    make_fake_cache(tmp_path / "c", feats, shard_size=64)
+    with caplog.at_level("WARNING", logger="kdep_cache.fitsvd"):
+        s = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "cs"), dim=dim, dtype="float32",
+                              aligner="cs-var", transform="none"))
+    t = Store(tmp_path / "cs", TARGETS)
+    want = int(np.sum((t.read("targets", np.arange(n), view=0) > 0).mean(0) < 0.05))
+    assert want > dim // 2  # the fixture is one-sided by construction
+    assert t.manifest["one_sided_channels"] == want
+    assert s["warning"].startswith(f"{want} of {dim} target channels") and "--aligner svd" in s["warning"]
+    assert s["warning"] in caplog.text and t.manifest["warning"] == s["warning"]
+    s2 = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "svd"), dim=dim, dtype="float32",
+                           transform="none"))
+    assert "warning" not in s2 and Store(tmp_path / "svd", TARGETS).manifest["warning"] is None
+    assert Store(tmp_path / "svd", TARGETS).manifest["one_sided_channels"] == 0
