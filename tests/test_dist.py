@@ -20,6 +20,8 @@ import pytest
 import torch
 import torchvision
 
+from kdep_cache.fsio import lock_holder_alive
+
 pytestmark = pytest.mark.slow
 CIFAR = Path(__file__).parent / "data" / "cifar"
 BIN = Path(sys.executable).parent
@@ -148,6 +150,10 @@ def _kill_after_first_checkpoint(cmd: list, run: Path, env: dict) -> None:
         time.sleep(0.05)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(30)
+    t0 = time.monotonic()  # the ranks (same group) die asynchronously after torchrun itself
+    while (run / ".lock").is_file() and lock_holder_alive(run / ".lock"):
+        assert time.monotonic() - t0 < 30, "a killed rank is still alive after 30 s"
+        time.sleep(0.05)
 
 
 def test_two_rank_checkpoint_resumes_on_one_process(ref, tmp_path):

@@ -325,6 +325,27 @@ def test_file_size_limit_fails_cleanly_then_rerun_completes(tmp_path, teacher_fi
 # ---------------------------------------------------------------- lock
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_a_killed_but_unreaped_writer_holds_no_lock(tmp_path):
+    """kill -9 then an immediate rerun: the killed writer may still be a zombie (not yet reaped
+    by its parent). It holds nothing: its lock is taken over. A live holder is refused."""
+    child = subprocess.Popen(["sleep", "60"])
+    lock = tmp_path / "c" / ".lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"pid": child.pid, "host": socket.gethostname()}))
+    with pytest.raises(LockedError, match=f"pid {child.pid}"):
+        with writer_lock(tmp_path / "c"):
+            pass
+    child.kill()
+    t0 = time.monotonic()  # not waited for: it stays a zombie of this process
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() - t0 < 10
+        time.sleep(0.01)
+    with writer_lock(tmp_path / "c"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    child.wait()
+
+
 def test_locked_output_is_refused_at_once_and_stale_lock_taken_over(pipe, tmp_path):
     out = tmp_path / "c"
     with writer_lock(out):
