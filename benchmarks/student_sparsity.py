@@ -46,8 +46,8 @@ def main() -> None:
     for tag, targets in ROWS.items():
         st = resolve_student(tag if tag.startswith("random:") else str(study / "students" / tag))
         net = st.build(len(data.classes), 0).eval()
-        inp = (st.sidecar or {}).get("input") or {"mean": [0.498] * 3, "std": [0.502] * 3}
-        ds = FolderDataset(data.test, test_transform(32, inp["mean"], inp["std"]), 32)
+        size = st.image_size or 32  # as transfer: the student's own size and normalization
+        ds = FolderDataset(data.test, test_transform(size, *st.mean_std), size)
         batches = [(x, y) for x, y, _ in torch.utils.data.DataLoader(ds, batch_size=100)]
         f, _ = extract_features(net, batches, torch.device("cpu"), "fp32")
         row = {"feature_zero_fraction": float((f == 0).mean()),

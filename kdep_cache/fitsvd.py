@@ -147,7 +147,8 @@ def _fit(cfg: FitConfig) -> dict:
         load_or_init_config(out, settings)
         write_projection(out / PROJECTION_FILE, proj, proj_fp, cache, views, m.n, explained)
         t_std, positive = _write_targets(cache, proj, out, settings, views, cfg.dtype)
-        warning = one_sided_warning(positive[proj.live()])
+        one_sided = int(np.sum(positive[proj.live()] < ONE_SIDED))
+        warning = one_sided_warning(one_sided, int(proj.live().sum()))
         if warning:
             log.warning("%s", warning)
         ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std[proj.live()]),
@@ -158,7 +159,7 @@ def _fit(cfg: FitConfig) -> dict:
                    "std_ratio": ratios, "explained_variance": explained,
                    "fitted_samples": m.n, "projection_fingerprint": proj_fp,
                    "cache_fingerprint": cache.fingerprint, "null_dims": proj.null_dims,
-                   "one_sided_channels": int(np.sum(positive[proj.live()] < ONE_SIDED)),
+                   "one_sided_channels": one_sided,
                    "warning": warning})
     return {"out": str(out), "aligner": spec.aligner, "transform": spec.transform, "dim": dim,
             "teacher_dim": int(cache.manifest["dim"]), "fitted_samples": m.n,
@@ -195,13 +196,12 @@ def _null_note(proj: Projection) -> str:
             f"rank {d - k} < {d}); {what}")
 
 
-def one_sided_warning(positive: np.ndarray) -> str | None:
+def one_sided_warning(k: int, n: int) -> str | None:
     """One line when most target channels are rarely positive (raw channels of cs-var, interp):
     repro-small measured 444/512 such CS-var channels and 99.6 % zero student features."""
-    k = int(np.sum(positive < ONE_SIDED))
-    if k <= len(positive) // 2:
+    if k <= n // 2:
         return None
-    return (f"{k} of {len(positive)} target channels are positive on under "
+    return (f"{k} of {n} target channels are positive on under "
             f"{ONE_SIDED:.0%} of the fitted views: a student regressing them gets mostly dead "
             "post-ReLU features (what transfer reads); --aligner svd gives centred targets")
 

@@ -20,7 +20,7 @@ from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..dist import env_ranks
 from ..errors import InputError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
-from ..names import RESULTS, TRANSFER_TASKS
+from ..names import RESULTS, TRANSFER_MODES, TRANSFER_TASKS
 from ..runtime import autocast, resolve_device
 from ..train.student import default_precision
 from .data import open_downstream
@@ -31,7 +31,7 @@ from .sizes import input_size
 from .students import leaked, resolve_student
 
 log = logging.getLogger(__name__)
-MODES = ("linear", "finetune")
+MODES = TRANSFER_MODES
 
 
 TASKS = TRANSFER_TASKS
