@@ -14,13 +14,18 @@ into one line naming the rank.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 
 from .errors import KdepError
+
+# what gloo / NCCL say when a peer died or stalled
+_COMM = re.compile(r"gloo|NCCL|Connection (reset|closed|refused)|Broken pipe|[Tt]imed out")
 
 DEFAULT_TIMEOUT_S = 1800
 
@@ -63,6 +68,17 @@ class Dist:
         out = [None] * self.world_size
         _guard(lambda: torch.distributed.all_gather_object(out, obj), what, self.rank)
         return out
+
+    @contextlib.contextmanager
+    def implicit(self, what: str):
+        """Around code whose collectives torch runs itself (DDP's forward buffer broadcast and
+        backward all-reduce, SyncBN): a peer's death there gets the same one line."""
+        try:
+            yield
+        except (RuntimeError, ValueError) as e:
+            if not (self.world_size > 1 and _COMM.search(str(e))):
+                raise  # a real error of this rank
+            raise DistError(failure_line(self.rank, what, e)) from None
 
     def broadcast_object(self, obj, what: str):
         """Rank 0's ``obj`` on every rank."""

@@ -149,7 +149,8 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
                 target = objective.target(x)
             else:
                 target = target.to(device, non_blocking=True)
-            parts = step_fn(x, target)
+            with dist.implicit("train: DDP forward"):
+                parts = step_fn(x, target)
             names = sorted(parts)
             # global-batch means of the loss parts (and the image count), on every rank
             red = dist.all_reduce(torch.stack([parts[k].detach().float() * weight / dist.world_size
@@ -162,7 +163,8 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
                 raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; "
                                     f"{kept}: lower --lr or --loss-weight")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(parts["loss"] * weight).backward()
+            with dist.implicit("train: DDP gradient all-reduce"):
+                scaler.scale(parts["loss"] * weight).backward()
             scaler.step(optimizer)
             scaler.update()
             seen += int(red[-1])
