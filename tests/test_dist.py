@@ -156,7 +156,9 @@ def _kill_after_first_checkpoint(cmd: list, run: Path, env: dict) -> None:
         time.sleep(0.05)
 
 
-def test_two_rank_checkpoint_resumes_on_one_process(ref, tmp_path):
+def test_two_rank_checkpoint_resumes_on_two_ranks_only(ref, tmp_path):
+    """The ranks and --sync-bn decide the BatchNorm statistics: a 2-rank run resumes on 2
+    ranks with --sync-bn; one process (or no --sync-bn) is refused with one line."""
     run = tmp_path / "run"
     args = _train_args(ref, run, "--sync-bn")
     args[args.index("--epochs") + 1] = 3
@@ -165,7 +167,10 @@ def test_two_rank_checkpoint_resumes_on_one_process(ref, tmp_path):
     first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     r = subprocess.run([KDEP, *map(str, [a for a in args if a != "--sync-bn"]), "--resume"],
                        capture_output=True, text=True, env=_env(), timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr[-2000:]
+    assert "world_size: 2 (existing) vs 1 (now)" in errors[0]
+    torchrun(*args, "--resume")
     hist = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[0] == first
 

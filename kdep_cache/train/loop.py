@@ -4,7 +4,6 @@ exact resume, ``metrics.jsonl``."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -16,14 +15,22 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from ..cache.manifest import diff_settings
 from ..cache.schema import CHECKPOINT, METRICS
-from ..digest import state_sha
 from ..dist import Dist
-from ..errors import ArtifactError, InputError, TrainingError
-from ..fsio import atomic_write
+from ..errors import InputError, TrainingError
 from ..progress import Progress, duration
 from ..runtime import autocast
+from .checkpoint import (
+    load_checkpoint,
+    restore_rng,
+    rewrite_metrics,
+    rng_state,
+    save_checkpoint,
+)
+from .readback import Readback, Tally, readback_steps
+
+__all__ = ["Schedule", "load_checkpoint", "mean_rate", "rewrite_metrics", "save_checkpoint",
+           "sgd", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -46,37 +53,6 @@ class Schedule:
             return self.lr
         step = self.lr_step or max(self.epochs / 3, 1e-9)
         return self.lr * 0.1 ** int(math.floor(t / step + 1e-9))
-
-
-def save_checkpoint(run_dir: Path, state: dict) -> None:
-    """Atomic ``checkpoint.pt`` carrying a digest of its own content (checked on resume)."""
-    buf = io.BytesIO()
-    torch.save({**state, "digest": state_sha(state)}, buf)
-    data = buf.getbuffer()
-    atomic_write(run_dir / CHECKPOINT, lambda p: p.write_bytes(data), len(data))
-
-
-def load_checkpoint(run_dir: Path, settings: dict) -> dict | None:
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
-        raise ArtifactError(f"{path} is unreadable ({type(e).__name__}); delete it to restart"
-                            ) from None
-    digest = state.pop("digest", None)
-    if digest is None:
-        log.warning("%s has no digest (written before kdep-cache checked them): not verified",
-                    path)
-    elif state_sha(state) != digest:
-        raise ArtifactError(f"{path} does not match its own digest (damaged): delete it to "
-                            "restart the run from scratch")
-    diffs = diff_settings(json.loads(state["settings"]), settings)
-    if diffs:
-        raise InputError(f"--resume: {run_dir} was trained with other settings: "
-                         + "; ".join(diffs[:5]))
-    return state
 
 
 class _Step(nn.Module):
@@ -112,7 +88,7 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
     ``(x, target, weight)`` (this rank's share of a global batch x world size). Under
     torch.distributed only rank 0 writes the checkpoint and metrics and shows progress.
     ``compile``: the step runs ``torch.compile(model)`` (same parameters; the plain ``model``
-    is what is checkpointed)."""
+    is what is checkpointed). ``start``: a checkpoint's state (the same on every rank)."""
     dist = dist or Dist()
     epoch0 = 0
     history: list[dict] = []
@@ -126,18 +102,34 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
             scaler.load_state_dict(start["scaler"])
         epoch0 = int(start["epoch"])
         history = json.loads(start["history"])
+        rngs = start.get("rng")  # absent in checkpoints written before they carried it
+        if rngs and len(rngs) == dist.world_size:
+            restore_rng(rngs[dist.rank], device)  # the same dropout masks as an unbroken run
     step_fn = _wrap(_Step(torch.compile(model) if compile else model, objective, device,
                           precision), dist, device)
     first = batches(epoch0)
     per_epoch = max(len(first), 1) if hasattr(first, "__len__") else 1
+    if hasattr(first, "__len__") and len(first) == 0 and epoch0 < schedule.epochs:
+        raise InputError(_no_step(epoch0, dist))
     prog = Progress(schedule.epochs * per_epoch, "batch", desc, enabled=dist.main,
                     initial=epoch0 * per_epoch)
     for epoch in range(epoch0, schedule.epochs):
         model.train()
         objective.train()
-        t0, seen, sums, steps = time.perf_counter(), 0, {}, 0
+        t0 = time.perf_counter()
         it = first if epoch == epoch0 else batches(epoch)
         n_steps = max(len(it), 1) if hasattr(it, "__len__") else 1
+        window, tally = Readback(readback_steps(device)), Tally()
+
+        def account(rows, epoch=epoch, tally=tally, n=n_steps):  # host numbers, in step order
+            bad = tally.take(rows)
+            if bad is not None:
+                raise TrainingError(_non_finite(epoch, bad, run_dir))
+            if rows:
+                lr_now = schedule.lr_at(epoch + rows[-1][0] / n)
+                prog.update(len(rows), epoch=f"{epoch + 1}/{schedule.epochs}",
+                            loss=f"{tally.mean('loss'):.4f}", lr=f"{lr_now:.3g}")
+
         for step, batch in enumerate(it):
             x, target = batch[0], batch[1]
             weight = float(batch[2]) if len(batch) > 2 else 1.0
@@ -151,28 +143,25 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
                 target = target.to(device, non_blocking=True)
             with dist.implicit("train: DDP forward"):
                 parts = step_fn(x, target)
-            names = sorted(parts)
+            names = tally.names = sorted(parts)
             # global-batch means of the loss parts (and the image count), on every rank
             red = dist.all_reduce(torch.stack([parts[k].detach().float() * weight / dist.world_size
                                                for k in names] + [torch.tensor(
                                                    float(x.shape[0]), device=x.device)]),
-                                  "train: loss all-reduce").cpu()
-            if not torch.isfinite(red[names.index("loss")]):
-                kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir / CHECKPOINT}"
-                        if epoch else "no checkpoint was written (it failed in the first epoch)")
-                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; "
-                                    f"{kept}: lower --lr or --loss-weight")
+                                  "train: loss all-reduce")
+            if window.every == 1:  # CPU: checked before the step, as always
+                account(window.add(red))
             optimizer.zero_grad(set_to_none=True)
             with dist.implicit("train: DDP gradient all-reduce"):
                 scaler.scale(parts["loss"] * weight).backward()
             scaler.step(optimizer)
             scaler.update()
-            seen += int(red[-1])
-            steps += 1
-            for k, v in zip(names, red.tolist()):
-                sums[k] = sums.get(k, 0.0) + v
-            prog.update(1, epoch=f"{epoch + 1}/{schedule.epochs}",
-                        loss=f"{sums['loss'] / steps:.4f}", lr=f"{lr:.3g}")
+            if window.every > 1:  # CUDA: one host read per window, after the steps
+                account(window.add(red))
+        account(window.flush())
+        seen, steps, sums = tally.seen, tally.steps, tally.sums
+        if steps == 0:  # before any checkpoint of an untrained epoch is written
+            raise InputError(_no_step(epoch, dist))
         secs = time.perf_counter() - t0
         rec = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()},
                "lr": schedule.lr_at(epoch), "images": seen, "seconds": round(secs, 3),
@@ -180,11 +169,12 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
         if on_epoch_end is not None:
             rec.update(on_epoch_end(epoch))
         history.append(rec)
+        rngs = dist.all_gather_object(rng_state(device), "train: gathering the random streams")
         if dist.main:
             save_checkpoint(run_dir, {"model": model.state_dict(), "objective":
                                       objective.state_dict(), "optimizer": optimizer.state_dict(),
                                       "epoch": epoch + 1, "settings": json.dumps(settings),
-                                      "history": json.dumps(history),
+                                      "history": json.dumps(history), "rng": rngs,
                                       "scaler": scaler.state_dict() if scaler.is_enabled() else {}})
             with open(run_dir / METRICS, "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -194,10 +184,23 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
     return history
 
 
-def rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
-    """metrics.jsonl = exactly the checkpointed history (drops lines of a killed epoch)."""
-    data = "".join(json.dumps(r) + "\n" for r in history).encode()
-    atomic_write(run_dir / METRICS, lambda p: p.write_bytes(data))
+def _non_finite(epoch: int, step: int, run_dir: Path) -> str:
+    kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir / CHECKPOINT}"
+            if epoch else "no checkpoint was written (it failed in the first epoch)")
+    return (f"non-finite loss at epoch {epoch + 1}, step {step + 1}; {kept}: lower --lr or "
+            "--loss-weight")
+
+
+def _no_step(epoch: int, dist: Dist) -> str:
+    return (f"epoch {epoch + 1} has no training step: no global batch leaves each of the "
+            f"{dist.world_size} rank(s) at least 2 images (BatchNorm cannot train on one); "
+            "use a larger --batch-size, fewer ranks or more images")
+
+
+def mean_rate(history: list[dict]) -> float | None:
+    """Images per second over all the run's epochs (``images_per_s`` is the last one's)."""
+    secs = sum(r.get("seconds") or 0 for r in history)
+    return round(sum(r.get("images", 0) for r in history) / secs, 2) if secs > 0 else None
 
 
 def sgd(params, lr, momentum, weight_decay):

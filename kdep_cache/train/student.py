@@ -16,7 +16,6 @@ import torch
 from .. import dist
 from ..cache.schema import (
     CHECKPOINT,
-    METRICS,
     PROJECTION_FILE,
     SIDECAR,
     STUDENT,
@@ -31,8 +30,9 @@ from ..fsio import atomic_write, fingerprint, write_json, writer_lock
 from ..gpu_decode import check_decode
 from ..models import FeatureNet, build_student, save_safetensors
 from ..runtime import default_precision, prepare_model, resolve_device
+from .checkpoint import resume_state, settings_diffs, shared_start
 from .feed import Feed
-from .loop import Schedule, load_checkpoint, rewrite_metrics, sgd, train
+from .loop import Schedule, mean_rate, sgd, train
 from .objectives import (
     KDEP,
     NEEDS,
@@ -101,9 +101,13 @@ def train_student(cfg: TrainConfig) -> dict:
     global batch (each rank takes its slice of every global batch), and rank 0 alone writes."""
     _validate(cfg)
     d = dist.context(cfg.device)
-    if cfg.batch_size < d.world_size:
-        raise InputError(f"--batch-size {cfg.batch_size} is the global batch: it must be at "
-                         f"least the {d.world_size} ranks")
+    if d.world_size > 1 and cfg.batch_size < 2 * d.world_size:  # else every epoch is empty
+        raise InputError(f"--batch-size {cfg.batch_size} is the global batch: on "
+                         f"{d.world_size} ranks it must be at least {2 * d.world_size} (2 "
+                         "images per rank; BatchNorm cannot train on one)")
+    if cfg.sync_bn and not d.enabled and d.main:
+        log.warning("--sync-bn does not apply to one process (its BatchNorm statistics are "
+                    "already those of the whole batch); it takes effect under torchrun")
     torch.manual_seed(cfg.seed)
     src, net, n_classes = _build(cfg)
     objective = _objective(cfg, src, net)
@@ -113,17 +117,14 @@ def train_student(cfg: TrainConfig) -> dict:
                  else cfg.precision)
     lr = cfg.lr if cfg.lr is not None else BASE_LR_512.get(net.family, 0.1) * cfg.batch_size / 512
     schedule = Schedule(cfg.epochs, lr, cfg.schedule, cfg.lr_step)
-    settings = _settings(cfg, src, lr, schedule, precision)
+    settings = _settings(cfg, src, lr, schedule, precision, d)
     warning = size_warning(src)
     out = Path(cfg.out)
     with writer_lock(out) if d.main else contextlib.nullcontext():
-        if (out / SIDECAR).is_file():
-            done = json.loads((out / SIDECAR).read_text())
-            if done.get("settings") == settings:
-                return {"out": str(out), "complete": True, "note": "already trained"}
-            raise InputError(f"{out} already holds a trained student with other settings; "
-                             "use a new --out")
-        start = _resume_state(out, settings, cfg.resume, d.main)
+        begin = shared_start(d, lambda: _begin(out, settings, cfg.resume), "train-student")
+        if begin["done"]:
+            return {"out": str(out), "complete": True, "note": "already trained"}
+        start = begin["start"]
         if warning and d.main:
             log.warning("%s", warning)
         if cfg.sync_bn and d.enabled:
@@ -137,6 +138,7 @@ def train_student(cfg: TrainConfig) -> dict:
         t0 = time.perf_counter()
         feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, cfg.workers, cfg.seed,
                     device.type == "cuda", d.rank, d.world_size, device=device)
+        dropped = len(src.ids) - sum(len(b) for b in feed.order.global_batches())
         history = train(net, objective, feed.epoch, opt, schedule, out, settings, device,
                         precision, start, desc=cfg.student, dist=d, compile=cfg.compile)
         secs = time.perf_counter() - t0
@@ -146,7 +148,9 @@ def train_student(cfg: TrainConfig) -> dict:
     return {"out": str(out), "student": cfg.student, "objective": cfg.objective,
             "epochs": cfg.epochs, "final_loss": round(last.get("loss", float("nan")), 5),
             "first_loss": round(history[0]["loss"], 5) if history else None,
-            "images_per_s": last.get("images_per_s"), "seconds": round(secs, 1),
+            "lr": lr, "dropped_per_epoch": dropped,  # images in no batch (a short last one)
+            "images_per_s": last.get("images_per_s"),  # of the last epoch
+            "mean_images_per_s": mean_rate(history), "seconds": round(secs, 1),
             "precision": precision, "device": str(device),
             **({"ranks": d.world_size} if d.enabled else {}),
             **({"warning": warning} if warning else {})}
@@ -174,31 +178,32 @@ def _build(cfg: TrainConfig) -> tuple[Source, FeatureNet, int]:
 
 
 def _settings(cfg: TrainConfig, src: Source, lr: float, schedule: Schedule,
-              precision: str) -> dict:
-    """What defines the run (checked on resume and on rerun), as plain JSON."""
+              precision: str, d: dist.Dist) -> dict:
+    """What defines the run (checked on resume and on rerun), as plain JSON. The ranks and
+    --sync-bn decide the BatchNorm statistics, so a resume must keep them."""
     s = {"student": cfg.student, "objective": cfg.objective, "epochs": cfg.epochs,
          "batch_size": cfg.batch_size, "lr": lr, "weight_decay": cfg.weight_decay,
          "momentum": cfg.momentum, "schedule": asdict(schedule),
          "loss_weight": cfg.loss_weight, "temperature": cfg.temperature,
          "image_size": src.image_size, "seed": cfg.seed, "precision": precision,
-         "views_used": src.views,
+         "views_used": src.views, "world_size": d.world_size,
+         "sync_bn": bool(cfg.sync_bn and d.world_size > 1),
          "lineage": {k: v for k, v in src.lineage().items()  # fingerprints, not paths
                      if k not in ("images_root", "images_file", "cache_dir", "targets_dir")}}
     return json.loads(json.dumps(s))
 
 
-def _resume_state(out: Path, settings: dict, resume: bool, main: bool = True) -> dict | None:
-    start = load_checkpoint(out, settings)
-    if start is not None and not resume:
-        raise InputError(f"{out} holds an interrupted run (epoch {start['epoch']}): add "
-                         "--resume to continue it, or use a new --out")
-    if not main:
-        return start
-    if start is not None:
-        rewrite_metrics(out, json.loads(start["history"]))
-    elif (out / METRICS).exists():
-        (out / METRICS).unlink()
-    return start
+def _begin(out: Path, settings: dict, resume: bool) -> dict:
+    """Rank 0's view of ``out`` (shared with the other ranks): ``done`` when it holds this
+    very student already, else the checkpoint to ``start`` from (or None)."""
+    if (out / SIDECAR).is_file():
+        done = json.loads((out / SIDECAR).read_text())
+        diffs = settings_diffs(done.get("settings") or {}, settings)
+        if not diffs:
+            return {"done": True}
+        raise InputError(f"{out} already holds a trained student with other settings "
+                         f"({'; '.join(diffs[:3])}); use a new --out")
+    return {"done": False, "start": resume_state(out, settings, resume)}
 
 
 def _save(out: Path, cfg: TrainConfig, src: Source, net: FeatureNet, n_classes: int,
