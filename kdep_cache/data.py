@@ -75,8 +75,8 @@ def render_views(images: ImageList, i: int, views, size: int, mean, std,
 def _render_u8(path, bg, method, views, size, spec, seed, i, params):
     """-> (params (K, P) float64, uint8 views (K, 3, S, S)) by the recorded render method."""
     if method == RENDER_GPU:
-        raise InputError("these views were rendered with --decode gpu (nvJPEG): replay them "
-                         "with --decode gpu on a CUDA device")
+        from .gpu_decode import GPU_CACHE_ON_CPU
+        raise InputError(GPU_CACHE_ON_CPU)
     decoded: dict = {}  # draft factor asked -> (image, factor it really has)
     if params is None:
         size_hw = _jpeg_size(path) if method == RENDER_DRAFT else None
@@ -104,6 +104,13 @@ def _render_u8(path, bg, method, views, size, spec, seed, i, params):
 def _jpeg_size(path: Path) -> tuple[int, int] | None:
     """(height, width) of a JPEG after EXIF orientation, from its header; None for other
     formats or anything odd (then :func:`load_rgb` decodes in full and gives the reason)."""
+    head = jpeg_header(path)
+    return None if head is None else (head[0], head[1])
+
+
+def jpeg_header(path: Path) -> tuple[int, int, int] | None:
+    """(height, width) after EXIF orientation and the orientation tag (1..8; 1 = none) of a
+    JPEG, from its header; None for other formats or anything odd."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -111,8 +118,9 @@ def _jpeg_size(path: Path) -> tuple[int, int] | None:
                 w, h = im.size
                 if im.format != "JPEG" or w * h > MAX_PIXELS or min(w, h) < 1:
                     return None
-                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-                return (w, h) if turned else (h, w)
+                orientation = im.getexif().get(0x0112, 1)
+                orientation = orientation if orientation in range(1, 9) else 1
+                return (w, h, orientation) if orientation >= 5 else (h, w, orientation)
     except Exception:  # noqa: BLE001 - load_rgb reports what is wrong with the file
         return None
 

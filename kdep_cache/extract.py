@@ -199,6 +199,8 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
     post = np.zeros((K, n, teacher.dim), dtype=dt) if cfg.save_post else None
     skipped = []
     for ids, x, p, ok, reasons, fsize, fsha in loader:
+        if gpu:  # nvJPEG decode + crop/resize/flip on the device; a file it fails is skipped
+            x = render_batch(x, p, cfg.image_size, device).mark(ok, reasons)
         local = (ids - lo).numpy()
         file_size[local], file_sha[local] = fsize.numpy(), fsha.numpy()
         for i, good, why in zip(ids.tolist(), ok.tolist(), reasons):
@@ -206,8 +208,6 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
                 log.warning("skipping %s: %s", images.paths[i], why)
                 skipped.append({"id": i, "path": images.paths[i], "reason": why})
         b = len(ids)
-        if gpu:  # nvJPEG decode + crop/resize/flip on the device
-            x = render_batch(x, p, cfg.image_size, device)
         x = x.reshape(b * K, *x.shape[2:])
         if x.dtype == torch.uint8:
             x = finish(x.to(device, non_blocking=True), p.reshape(b * K, -1), mean, std)

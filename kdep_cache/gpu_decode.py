@@ -10,6 +10,7 @@ PIL-rendered cache is never replayed by it. CUDA only; NOT RUN on this project's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +25,12 @@ NO_CUDA = ("--decode gpu decodes JPEGs with torchvision.io.decode_jpeg on CUDA, 
            "no CUDA device here: use --decode cpu")
 
 
+GPU_CACHE_ON_CPU = ("the cache's views were rendered by nvJPEG (extract --decode gpu), and only "
+                    "nvJPEG on a CUDA device replays them (PIL gives other pixels): train on a "
+                    "CUDA device (--device cuda), or re-extract the cache with --decode cpu to "
+                    "train here")
+
+
 def require_cuda(device: torch.device | None = None) -> None:
     if not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
         raise InputError(NO_CUDA)
@@ -34,28 +41,53 @@ def check_decode(decode: str | None, spec: AugmentSpec, device: torch.device) ->
     rendered_gpu = spec.render == RENDER_GPU
     if decode is None:
         decode = "gpu" if rendered_gpu else "cpu"
+    if rendered_gpu and (not torch.cuda.is_available() or device.type != "cuda"):
+        raise InputError(GPU_CACHE_ON_CPU)  # whatever --decode says: nothing else replays it
     if (decode == "gpu") != rendered_gpu:
         raise InputError(f"--decode {decode}: the cache's views were rendered by "
                          f"{spec.render}; replaying them another way gives other pixels "
                          f"(use --decode {'gpu' if rendered_gpu else 'cpu'})")
-    if rendered_gpu:
-        require_cuda(device)
+
+
+class Jpeg(NamedTuple):
+    """One file's bytes for nvJPEG, its EXIF orientation (nvJPEG ignores it) and its name."""
+
+    data: torch.Tensor
+    orientation: int = 1
+    name: str = ""
+
+
+class Rendered(NamedTuple):
+    """uint8 views (n, K, 3, S, S) on the device; ``bad``: item -> why it was not rendered
+    (its views are zeros)."""
+
+    views: torch.Tensor
+    bad: dict
+
+    def mark(self, ok: torch.Tensor, reasons: list) -> torch.Tensor:
+        """Record the failures in a batch's ``ok`` / ``reasons`` (in place); the views."""
+        for n, why in self.bad.items():
+            if ok[n]:
+                ok[n], reasons[n] = False, why
+        return self.views
 
 
 def read_item(images, i: int, views, spec: AugmentSpec, seed: int, params=None):
     """Worker side: the file's bytes and each view's parameters (sampled on the oriented
-    size from the header). -> (i, bytes uint8 (n,), params (K, P), ok, reason, ident)."""
-    from .data import _jpeg_size
+    size from the header). -> (i, Jpeg, params (K, P), ok, reason, ident)."""
+    from .data import jpeg_header
     path = Path(images.root) / images.paths[i]
     ident = file_identity(path)
-    size_hw = _jpeg_size(path)
-    if size_hw is None:
-        return (i, torch.zeros(0, dtype=torch.uint8), torch.zeros(len(views), N_PARAMS,
-                dtype=torch.float64), False, "not a JPEG: --decode gpu reads JPEGs only", ident)
+    head = jpeg_header(path)
+    if head is None:
+        return (i, Jpeg(torch.zeros(0, dtype=torch.uint8), 1, images.paths[i]),
+                torch.zeros(len(views), N_PARAMS, dtype=torch.float64), False,
+                "not a JPEG: --decode gpu reads JPEGs only", ident)
     data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
     if params is None:
-        params = np.stack([sample_params(spec, seed, v, i, *size_hw) for v in views])
-    return i, data, torch.from_numpy(np.asarray(params, dtype=np.float64)), True, "", ident
+        params = np.stack([sample_params(spec, seed, v, i, head[0], head[1]) for v in views])
+    return (i, Jpeg(data, head[2], images.paths[i]),
+            torch.from_numpy(np.asarray(params, dtype=np.float64)), True, "", ident)
 
 
 class GpuItems(Dataset):
@@ -72,7 +104,7 @@ class GpuItems(Dataset):
 
 
 def collate_bytes(batch):
-    """Like :class:`kdep_cache.data.Collate`, with the views as a list of each file's bytes."""
+    """Like :class:`kdep_cache.data.Collate`, with the views as a list of :class:`Jpeg`."""
     ids, datas, ps, ok, reasons, idents = zip(*batch)
     sizes = np.array([s for s, _ in idents], dtype=np.int64)
     shas = np.frombuffer(b"".join(h for _, h in idents), dtype=np.uint8).reshape(len(ids), -1)
@@ -80,21 +112,85 @@ def collate_bytes(batch):
             torch.from_numpy(sizes), torch.from_numpy(shas.copy()))
 
 
-def render_batch(datas: list, params: torch.Tensor, size: int, device) -> torch.Tensor:
-    """(n images' bytes, params (n, K, P)) -> uint8 views (n, K, 3, S, S) on ``device``."""
-    import torch.nn.functional as F
+def _decode(datas: list, device) -> list:
+    """nvJPEG on CUDA (libjpeg on the CPU): RGB, EXIF orientation NOT applied (nvJPEG cannot)."""
     from torchvision.io import ImageReadMode, decode_jpeg
-    good = [n for n, d in enumerate(datas) if len(d)]  # unreadable items: zeros (skipped)
-    imgs = decode_jpeg([datas[n] for n in good], mode=ImageReadMode.RGB, device=device,
-                       apply_exif_orientation=True) if good else []
+    return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+
+
+def decode_each(jpegs: list, device) -> tuple[list, dict]:
+    """Decode ``jpegs`` in one batch; if the batch fails (one undecodable, CMYK or otherwise
+    nvJPEG-unsupported file fails all), one by one, a file nvJPEG refuses by libjpeg on the
+    CPU. -> (images (3, H, W) oriented, None where failed; {n: reason})."""
+    jpegs = [j if isinstance(j, Jpeg) else Jpeg(j) for j in jpegs]
+    good = [n for n, j in enumerate(jpegs) if len(j.data)]  # unreadable items: skipped
+    imgs, bad = [None] * len(jpegs), {}
+    try:
+        for n, img in zip(good, _decode([jpegs[n].data for n in good], device) if good else []):
+            imgs[n] = img
+    except Exception:  # noqa: BLE001 - the batch failed as a whole: find the file(s)
+        for n in good:
+            try:
+                imgs[n] = _decode([jpegs[n].data], device)[0]
+            except Exception as e:  # noqa: BLE001
+                try:  # e.g. CMYK: libjpeg converts it (the same fallback on replay)
+                    if torch.device(device).type == "cpu":
+                        raise
+                    imgs[n] = _decode([jpegs[n].data], "cpu")[0].to(device)
+                except Exception:  # noqa: BLE001
+                    bad[n] = f"cannot be decoded ({type(e).__name__}: {_first_line(e)})"
+    for n in good:
+        if imgs[n] is not None:
+            imgs[n] = apply_exif_orientation(imgs[n], jpegs[n].orientation)
+    return imgs, bad
+
+
+def render_batch(datas: list, params: torch.Tensor, size: int, device) -> Rendered:
+    """(n images' :class:`Jpeg` (or bytes), params (n, K, P)) -> :class:`Rendered`: uint8
+    views (n, K, 3, S, S) on ``device``, cropped in the oriented image the parameters were
+    sampled on; a file that cannot be decoded, or decodes to another size than its header
+    says, is named in ``bad``."""
+    import torch.nn.functional as F
+    imgs, bad = decode_each(datas, device)
     out = torch.zeros(len(datas), params.shape[1], 3, size, size, dtype=torch.uint8,
                       device=device)
-    for n, img in zip(good, imgs):
-        for k, p in enumerate(params[n].tolist()):
+    for n, img in enumerate(imgs):
+        if img is None:
+            continue
+        ps = params[n].tolist()
+        if tuple(img.shape[1:]) != (int(ps[0][4]), int(ps[0][5])):
+            bad[n] = (f"decodes to {img.shape[1]}x{img.shape[2]} (height x width) but its views "
+                      f"were sampled on {int(ps[0][4])}x{int(ps[0][5])}")
+            continue
+        for k, p in enumerate(ps):
             top, left, ch, cw = (int(v) for v in p[0:4])
             crop = img[:, top:top + ch, left:left + cw].unsqueeze(0).float()
             v = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
                               align_corners=False)[0]
             v = v.round_().clamp_(0, 255).to(torch.uint8)
             out[n, k] = v.flip(-1) if p[6] >= 0.5 else v
-    return out
+    return Rendered(out, bad)
+
+
+def apply_exif_orientation(img: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A decoded (C, H, W) image turned as EXIF ``orientation`` (1..8) says, as PIL's
+    ``ImageOps.exif_transpose`` turns it (tested against it); other values: unchanged."""
+    if orientation == 2:
+        return img.flip(-1)
+    if orientation == 3:
+        return img.flip(-1, -2)
+    if orientation == 4:
+        return img.flip(-2)
+    if orientation == 5:
+        return img.transpose(-1, -2)
+    if orientation == 6:
+        return img.transpose(-1, -2).flip(-1)
+    if orientation == 7:
+        return img.transpose(-1, -2).flip(-1, -2)
+    if orientation == 8:
+        return img.transpose(-1, -2).flip(-2)
+    return img
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:160]

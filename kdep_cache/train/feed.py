@@ -124,7 +124,10 @@ class EpochBatches:
         src = self.feed.src
         if src.spec.render == RENDER_GPU:
             def make(x, p):
-                return render_batch(x, p[:, None], src.image_size, dev)[:, 0]
+                r = render_batch(x, p[:, None], src.image_size, dev)
+                for n, why in r.bad.items():  # as the CPU replay does
+                    raise ArtifactError(f"image {x[n].name} can no longer be decoded ({why})")
+                return r.views[:, 0]
         else:
             def make(x, p):
                 return x.to(dev, non_blocking=True)
