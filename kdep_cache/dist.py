@@ -130,6 +130,17 @@ def global_batches(keys, batch_size: int, world: int, drop_short: bool) -> list:
     return [x for x in out if world == 1 or len(x) >= 2 * world]
 
 
+def rank_seed(base: int, rank: int) -> int:
+    """The seed of rank ``rank`` for draws that must differ between ranks (random crops and
+    flips of a rank's own images, dropout): ``base`` on rank 0, so one process and rank 0
+    draw as before; another well-mixed seed on every other rank."""
+    if rank == 0:
+        return int(base)
+    import numpy as np
+    return int(np.random.SeedSequence([int(base), int(rank)]).generate_state(1, np.uint64)[0]
+               >> 1)
+
+
 def rank_slice(keys, rank: int, world: int) -> list:
     """This rank's slice of one global batch (the ranks together hold all of it)."""
     import numpy as np

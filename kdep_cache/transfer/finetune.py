@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from ..dist import Dist
+from ..dist import Dist, rank_seed
 from ..errors import InputError
 from ..models import FeatureNet
 from ..names import METRICS
 from ..runtime import autocast, prepare_model
+from ..train.checkpoint import shared_start
 from ..train.loop import Schedule, load_checkpoint, rewrite_metrics, sgd, train
 from ..train.objectives import Supervised
 from .data import Batches, Downstream, test_transform, train_transform
@@ -81,7 +82,7 @@ def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, s
     Under torchrun: DistributedDataParallel on slices of each global batch of
     ``p["batch_size"]``; every rank evaluates the (small) test split, rank 0 writes."""
     dist = dist or Dist()
-    start = start_state(run_dir, settings, resume, main=dist.main)
+    start = shared_start(dist, lambda: start_state(run_dir, settings, resume), "fine-tune")
     size, mean, std = p["image_size"], p["mean"], p["std"]
     pin = device.type == "cuda"
     test = Batches(data.test, test_transform(size, mean, std), size, p["batch_size"],
@@ -89,7 +90,7 @@ def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, s
     tt = train_transform(size, mean, std)
 
     def batches(epoch: int) -> Batches:
-        torch.manual_seed(seed * 1_000_003 + epoch)  # crops/flips (workers=0), dropout
+        torch.manual_seed(rank_seed(seed * 1_000_003 + epoch, dist.rank))  # crops, dropout
         return Batches(data.train, tt, size, p["batch_size"], p["workers"], shuffle=True,
                        seed=seed * 1_000_003 + epoch, pin=pin, rank=dist.rank,
                        world=dist.world_size)
