@@ -114,3 +114,85 @@ def test_cuda_decode_applies_exif_and_decodes_cmyk(tmp_path):
     for n, name in enumerate(names):
         ref = crop_resize(load_rgb(tmp_path / name), p[n, 0].numpy(), 16).float()
         assert (r.views[n, 0].cpu().float() - ref).abs().mean() < 6.0, name
+
+
+def _views(n=6, size=16):
+    from kdep_cache.augment import sample_params
+    ps = np.stack([sample_params(AugmentSpec(), 0, v, i, 37, 53) for i in range(n)
+                   for v in range(2)])
+    ps[1][7:10], ps[2][11:14] = 1.0, 0.0  # one view without jitter, one without lighting
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (len(ps), 3, size, size),
+                                                           dtype=np.uint8))
+    return x, ps
+
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def test_packed_device_part_equals_the_cpu_one_bitwise():
+    """What a CUDA batch runs, run on the CPU: the same numbers as the CPU path, from one
+    parameter tensor."""
+    from kdep_cache.photometric import finish, finish_packed, pack_params
+    x, ps = _views()
+    ref = finish(x, ps, MEAN, STD)
+    packed = pack_params(ps, MEAN, STD)
+    assert packed.dtype == torch.float32 and packed.dim() == 1 and packed.is_contiguous()
+    assert torch.equal(finish_packed(x, packed, ps), ref)
+
+
+def test_device_part_crosses_to_the_device_in_one_copy_and_never_reads_back(monkeypatch):
+    """On a non-CPU device (meta: no data, any read-back fails) the batch's numbers cross in
+    one ``.to`` and nothing else is made on the host for the device (was one copy per jitter
+    op, lighting, mean and std, each a host wait from pageable memory on CUDA)."""
+    from kdep_cache.photometric import finish
+    x, ps = _views()
+    moves, real_to = [], torch.Tensor.to
+
+    def counting_to(self, *a, **k):
+        out = real_to(self, *a, **k)
+        if out.device != self.device:
+            moves.append(tuple(self.shape))
+        return out
+
+    real_as_tensor = torch.as_tensor
+
+    def counting_as_tensor(data, *a, **k):
+        if k.get("device") is not None:
+            moves.append("as_tensor")
+        return real_as_tensor(data, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    monkeypatch.setattr(torch, "as_tensor", counting_as_tensor)
+    xm = real_to(x, "meta")
+    out = finish(xm, ps, MEAN, STD)
+    assert out.device.type == "meta" and out.shape == x.shape and out.dtype == torch.float32
+    assert moves == [(len(ps) * 18 + 6,)]
+
+
+def test_the_loss_is_read_back_once_per_window():
+    from kdep_cache.train.readback import CUDA_EVERY, Readback, readback_steps
+    assert readback_steps(torch.device("cpu")) == 1
+    assert readback_steps(torch.device("cuda")) == CUDA_EVERY > 1
+    rb = Readback(3)
+    got = [rb.add(torch.tensor([float(i), 1.0])) for i in range(7)]
+    assert [len(g) for g in got] == [0, 0, 3, 0, 0, 3, 0] and rb.reads == 2
+    rest = rb.flush()
+    assert [s for s, _ in rest] == [6] and rb.reads == 3 and rb.flush() == []
+    assert [float(r[0]) for _, r in got[2] + got[5]] == [0, 1, 2, 3, 4, 5]
+
+
+def test_the_tally_stops_at_the_first_non_finite_step():
+    from kdep_cache.train.readback import Tally
+    t = Tally()
+    t.names = ["loss", "x"]
+    rows = [(0, torch.tensor([1.0, 2.0, 4.0])), (1, torch.tensor([float("nan"), 0.0, 4.0]))]
+    assert t.take(rows) == 1 and t.steps == 1 and t.seen == 4 and t.mean("loss") == 1.0
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_parameters_are_one_pinned_tensor():
+    from kdep_cache.photometric import finish, pack_params
+    x, ps = _views()
+    assert pack_params(ps, MEAN, STD, pin=True).is_pinned()
+    assert (finish(x.cuda(), ps, MEAN, STD).cpu() - finish(x, ps, MEAN, STD)).abs().max() <= 1e-5

@@ -181,7 +181,7 @@ def prefetch(batches, device: torch.device, finish_fn):
     def ready(b):
         with torch.cuda.stream(stream):
             x = finish_fn(b[0], b[3])
-            t = b[1].to(device, non_blocking=True)
+            t = b[1].pin_memory().to(device, non_blocking=True)  # read from the cache: pageable
         return x, t, b[2]
 
     it = iter(batches)
