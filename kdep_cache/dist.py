@@ -4,7 +4,8 @@ rank, and the few collectives the stages use.
 Every stage calls :func:`context` once. Without torchrun (no ``WORLD_SIZE`` / ``RANK`` in the
 environment) it returns a one-process context and nothing else changes. Under torchrun it
 initializes the default process group: NCCL with each rank on ``cuda:LOCAL_RANK`` when the
-stage runs on CUDA, gloo on CPU. Collectives time out after ``KDEP_DIST_TIMEOUT`` seconds
+stage runs on CUDA, gloo on CPU. All ranks must join within ``KDEP_DIST_INIT_TIMEOUT``
+seconds (default 300), else one line; collectives time out after ``KDEP_DIST_TIMEOUT`` seconds
 (default 1800: fit-svd's rank 0 may work for minutes while the others wait at a barrier);
 a rank that dies makes the others fail in the next collective (gloo sees the closed
 connection at once) or be stopped by torchrun's agent, and :func:`failure_line` turns that
@@ -28,6 +29,8 @@ from .errors import KdepError
 _COMM = re.compile(r"gloo|NCCL|Connection (reset|closed|refused)|Broken pipe|[Tt]imed out")
 
 DEFAULT_TIMEOUT_S = 1800
+# joining the group: a rank that never comes is known long before fit-svd's slowest barrier
+DEFAULT_INIT_TIMEOUT_S = 300
 
 
 class DistError(KdepError):
@@ -111,14 +114,60 @@ def context(device: str = "auto") -> Dist:
         cuda = device != "cpu" and torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(d.local_rank)
-        timeout = datetime.timedelta(seconds=float(os.environ.get("KDEP_DIST_TIMEOUT",
-                                                                  DEFAULT_TIMEOUT_S)))
+        collective = _seconds("KDEP_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
+        join = min(_seconds("KDEP_DIST_INIT_TIMEOUT", DEFAULT_INIT_TIMEOUT_S), collective)
+        set_timeout = getattr(torch.distributed, "set_timeout", None)  # torch >= 2.6 (?)
+        join = join if set_timeout is not None else collective  # else one timeout for both
         atexit.register(close)
-        torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=timeout,
-                                             **({"device_id": torch.device("cuda",
-                                                                           d.local_rank)}
-                                                if cuda else {}))
+        if d.world_size > 1:
+            stop_on_sigterm(d.rank)
+        try:  # the group forms within the (shorter) join timeout, or one line
+            torch.distributed.init_process_group(
+                "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=join),
+                **({"device_id": torch.device("cuda", d.local_rank)} if cuda else {}))
+        except (RuntimeError, ValueError) as e:
+            raise DistError(join_failure_line(d.rank, d.world_size, join, e)) from None
+        if collective > join:
+            set_timeout(datetime.timedelta(seconds=collective))
     return d
+
+
+def _seconds(name: str, default: float) -> float:
+    try:
+        v = float(os.environ.get(name, default))
+    except ValueError:
+        raise DistError(f"{name}={os.environ[name]!r} is not a number of seconds") from None
+    if not v > 0:
+        raise DistError(f"{name}={os.environ[name]!r} must be a positive number of seconds")
+    return v
+
+
+def join_failure_line(rank: int, world: int, seconds: float, e: BaseException) -> str:
+    text = " ".join(str(e).split())[:200]
+    return (f"rank {rank}: the {world} ranks did not all join within {seconds:g} s "
+            f"(KDEP_DIST_INIT_TIMEOUT; {type(e).__name__}: {text}): a rank did not start, "
+            "died before joining, or MASTER_ADDR/MASTER_PORT differ; rerun the same command")
+
+
+def stop_on_sigterm(rank: int) -> None:
+    """SIGTERM (torchrun stops every rank when one fails; schedulers stop jobs so) ends this
+    rank with the one DistError line, through the same cleanup as any error."""
+    import signal
+    import threading
+
+    me = os.getpid()
+
+    def stop(signum, frame):
+        if os.getpid() != me:  # a forked DataLoader worker: die as before, quietly
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise DistError(f"rank {rank}: stopped by SIGTERM (torchrun stops the other ranks when "
+                        "one fails: its own report names the rank); rerun the same command "
+                        "to resume")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def global_batches(keys, batch_size: int, world: int, drop_short: bool) -> list:

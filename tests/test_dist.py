@@ -203,6 +203,42 @@ def test_a_killed_rank_stops_the_others_with_one_line(ref, tmp_path):
     procs[1].wait(10)
 
 
+def _rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of torchrun ``parent``'s worker of rank ``rank`` (from /proc), or None."""
+    for d in Path("/proc").iterdir():
+        try:
+            if int((d / "stat").read_text().split(") ")[1].split()[1]) != parent:
+                continue
+            if f"RANK={rank}".encode() in (d / "environ").read_bytes().split(b"\0"):
+                return int(d.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def test_a_rank_killed_during_torchrun_extract_leaves_one_kdep_line(ref, tmp_path):
+    """torchrun stops the survivor (SIGTERM) when a rank dies: it ends with the one line."""
+    imgs = tmp_path / "images"
+    for n in range(8):  # enough shards that rank 0 is still working when rank 1 dies
+        shutil.copytree(CIFAR, imgs / f"copy{n}")
+    args = _extract_args(imgs, tmp_path / "c", ref / "r18.pth")
+    args[args.index("--image-size") + 1] = 96
+    p = subprocess.Popen([TORCHRUN, "--standalone", "--nproc-per-node", "2", "--no-python",
+                          KDEP, *map(str, args)], env=_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    t0, pid = time.monotonic(), None
+    while not list((tmp_path / "c").glob("shard-*.h5")) or pid is None:
+        assert p.poll() is None and time.monotonic() - t0 < 240
+        pid = pid or _rank_pid(p.pid, 1)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    _, err = p.communicate(timeout=120)
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert p.returncode != 0 and len(errors) == 1, err[-3000:]
+    assert errors[0].startswith("error: rank 0:") and "rerun the same command" in errors[0]
+    assert not list((tmp_path / "c").glob("*.tmp"))
+
+
 def test_torchrun_fit_svd_equals_one_process_and_shares_a_refusal(ref, tmp_path):
     """Rank 0 fits (one BLAS thread, so bitwise the one-process result) while rank 1 waits;
     a refusal on rank 0 reaches rank 1 as one line."""

@@ -24,3 +24,46 @@ def test_other_errors_and_one_process_are_left_alone():
     with pytest.raises(RuntimeError, match="Connection reset"):
         with Dist().implicit("train: DDP forward"):
             raise RuntimeError(GLOO)
+
+
+def test_a_rank_whose_peer_never_joins_stops_within_the_join_timeout(tmp_path):
+    """A peer that died before the group formed: the one line after KDEP_DIST_INIT_TIMEOUT
+    (was: the whole 30-min KDEP_DIST_TIMEOUT, then 'internal error')."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "cache").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_WORLD_SIZE",)}
+    env.update(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port), KDEP_DIST_INIT_TIMEOUT="2", KDEP_DIST_TIMEOUT="600")
+    t0 = time.monotonic()
+    r = subprocess.run([str(Path(sys.executable).parent / "kdep-cache"), "fit-svd", "--cache",
+                        str(tmp_path / "cache"), "--out", str(tmp_path / "t"), "--dim", "8"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 5 and len(errors) == 1, r.stderr[-2000:]
+    assert "rank 0: the 2 ranks did not all join within 2 s (KDEP_DIST_INIT_TIMEOUT" in errors[0]
+    assert time.monotonic() - t0 < 60
+
+
+def test_sigterm_from_torchrun_is_the_one_line(monkeypatch):
+    """torchrun stops the surviving ranks with SIGTERM when one dies: each ends with the
+    DistError line (was: torchrun's traceback only)."""
+    import os
+    import signal
+
+    from kdep_cache.dist import stop_on_sigterm
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm(1)
+        with pytest.raises(DistError, match="^rank 1: stopped by SIGTERM .* rerun the same"):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before kill returns
+    finally:
+        signal.signal(signal.SIGTERM, old)
