@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 13, for one lent CUDA machine (written for an H200 with 16 cores),
+# The GPU checks of issues 13 and 22 (its CUDA items), for one lent CUDA machine (written for an H200 with 16 cores),
 # in at most ~8 minutes, everything written under $OUT (default ./gpu-out):
 #   1. install the project (an existing python with CUDA torch + pip -e, else `make` setup)
 #   2. the CUDA tests (pytest -m cuda: device part CUDA vs CPU, prefetching feed, nvJPEG)
@@ -36,13 +36,20 @@ torch.cuda.get_device_name(0), torch.cuda.is_available())" | tee "$OUT/env.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/env.txt" 2>&1
 nproc >>"$OUT/env.txt"
 
-# 2. CUDA tests (<= 60 s)
-timeout "$(cap 60)" "$PY" -m pytest -q -m cuda tests/test_feed.py -p no:cacheprovider \
+# 2. CUDA tests (<= 60 s): device part, prefetching feed, nvJPEG (test_feed.py); issue 22:
+#    #1 EXIF orientation + #2 a CMYK file in an nvJPEG batch (test_gpu_paths.py
+#    test_cuda_decode_applies_exif_and_decodes_cmyk), #20 one pinned parameter tensor per batch
+#    (test_cuda_parameters_are_one_pinned_tensor), #3 timm BatchNormAct2d -> SyncBatchNormAct
+#    keeps its ReLU on CUDA (test_syncbn.py test_cuda_sync_norm_act_runs_and_keeps_its_activation)
+timeout "$(cap 60)" "$PY" -m pytest -q -m cuda tests/test_feed.py tests/test_gpu_paths.py \
+  tests/test_syncbn.py -p no:cacheprovider \
   --junitxml="$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1
 status cuda-tests $?
 
 # 3. torchrun, one CUDA rank, on a tiny cache of the 12 test photos (<= 90 s; 1x1-conv
-#    objective: too few images for a 512-d SVD)
+#    objective: too few images for a 512-d SVD); issue 22 #20: the loss is read back once per
+#    25 steps (train/readback.py) and the run's summary has mean_images_per_s; #5: the run
+#    records world_size 1 (student.json settings)
 "$PY" -c "import torch, torchvision; torch.save(torchvision.models.resnet18().state_dict(), '$W/r18.pth')"
 BIN=$("$PY" -c "import os, sys; print(os.path.dirname(sys.executable))")
 KC=$BIN/kdep-cache; [ -x "$KC" ] || KC=$(command -v kdep-cache)
@@ -53,13 +60,17 @@ TR=$BIN/torchrun; [ -x "$TR" ] || TR=$(command -v torchrun)
   $TR --standalone --nproc-per-node 1 --no-python $KC train-student \
      --cache $W/cache --objective conv1x1-pre --student resnet18 --epochs 2 --batch-size 4 \
      --device cuda \
-     --out $W/run --json") >"$OUT/torchrun.log" 2>&1
+     --out $W/run --json &&
+  grep -q '\"world_size\": 1' $W/run/student.json") >"$OUT/torchrun.log" 2>&1
 status torchrun $?
 
-# 4. --decode gpu (nvJPEG) extract + replay, tiny (<= 60 s)
+# 4. --decode gpu (nvJPEG) extract + replay, tiny (<= 60 s); issue 22 #1/#2: the extract
+#    records no skipped image (every test photo decodes through the per-image fallback too)
 (timeout "$(cap 60)" bash -c "
   $KC extract --data tests/data/cifar --teacher resnet18 --teacher-weights $W/r18.pth \
-     --views 2 --image-size 32 --out $W/cache-gpu --device cuda --decode gpu --json &&
+     --views 2 --image-size 32 --out $W/cache-gpu --device cuda --decode gpu --json \
+     >$W/extract-gpu.json && cat $W/extract-gpu.json &&
+  $PY -c \"import json; assert json.load(open('$W/extract-gpu.json'))['skipped'] == 0\" &&
   $KC train-student --cache $W/cache-gpu --objective conv1x1-pre --student resnet18 \
      --epochs 1 --batch-size 4 --device cuda --out $W/run-gpu --json") >"$OUT/decode-gpu.log" 2>&1
 status decode-gpu $?

@@ -67,7 +67,8 @@ def test_dropout_student_resumes_bitwise(data, tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_world_size_and_sync_bn_are_recorded_and_kept_on_resume(data, tmp_path, monkeypatch):
+def test_world_size_and_sync_bn_are_recorded_and_kept_on_resume(data, tmp_path, monkeypatch,
+                                                                 caplog):
     run = tmp_path / "r"
     _interrupt_after_epoch_1(monkeypatch, _cfg(data, run))
     _ranks(monkeypatch, 2)
@@ -83,6 +84,8 @@ def test_world_size_and_sync_bn_are_recorded_and_kept_on_resume(data, tmp_path, 
     del old["world_size"], old["sync_bn"]
     checkpoint.save_checkpoint(run, {**state, "settings": json.dumps(old)})
     s = train_student(_cfg(data, run, resume=True, sync_bn=True))  # no effect on one process
+    said = [r.getMessage() for r in caplog.records if "--sync-bn" in r.getMessage()]
+    assert len(said) == 1 and "does not apply to one process" in said[0], said
     side = json.loads((run / "student.json").read_text())
     assert side["settings"]["world_size"] == 1 and side["settings"]["sync_bn"] is False
     assert s["lr"] == 0.05 and s["dropped_per_epoch"] == 0 and s["mean_images_per_s"] > 0

@@ -114,3 +114,15 @@ def test_two_cpu_ranks_under_bf16_autocast_agree_with_one_process(tmp_path):
         # in bf16 (the defect) were off by 4e-3..6e-3 here, 10x to 1000x above this
         floor = max(rel(c, b), BF16_EPS / b.numel() ** 0.5)
         assert rel(a, b) <= 10 * floor, (i, rel(a, b), floor)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sync_norm_act_runs_and_keeps_its_activation():
+    """One process on CUDA (no group: SyncBatchNorm normalizes locally): the converted net
+    computes what the unconverted one does, ReLU included."""
+    ref = _fused_net().cuda()
+    net = sync_batchnorm(_fused_net().cuda(), torch.device("cuda"))
+    assert type(net[1]) is SyncBatchNormAct
+    x = torch.randn(4, 3, 10, 10, device="cuda")
+    assert (net(x) - ref(x)).abs().max() <= 1e-5 and (net[1](x.new_ones(2, 16, 4, 4)) >= 0).all()
