@@ -175,6 +175,49 @@ def test_two_rank_checkpoint_resumes_on_two_ranks_only(ref, tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[0] == first
 
 
+def test_two_nodes_with_node_local_out_resume_at_rank_0s_epoch(ref, tmp_path):
+    """Each node has its own --out (node 1's stays empty: rank 0 alone writes). Killed after
+    epoch 1 and resumed, rank 1 starts where rank 0's checkpoint says (was: at epoch 0, then
+    mismatched collectives) and the run ends as an uninterrupted one on the same 2 nodes."""
+    def nodes(name, resume=False):
+        procs, port = [], _port()
+        for n in (0, 1):
+            args = _train_args(ref, tmp_path / name / f"node{n}", "--epochs", 3)
+            procs.append(subprocess.Popen(
+                [TORCHRUN, "--nnodes", "2", "--node-rank", str(n), "--rdzv-backend", "c10d",
+                 "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"kdep-{name}-{resume}",
+                 "--nproc-per-node", "1", "--no-python", KDEP, *map(str, args),
+                 *(["--resume"] if resume else [])], env=_env(), stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True, start_new_session=True))
+        return procs
+
+    def finish(procs):
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-3000:]
+
+    run0 = tmp_path / "broken" / "node0"
+    procs = nodes("broken")
+    t0 = time.monotonic()
+    while not (run0 / "checkpoint.pt").is_file():
+        assert all(p.poll() is None for p in procs) and time.monotonic() - t0 < 240
+        time.sleep(0.05)
+    for p in procs:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(30)
+    t0 = time.monotonic()
+    while (run0 / ".lock").is_file() and lock_holder_alive(run0 / ".lock"):
+        assert time.monotonic() - t0 < 30
+        time.sleep(0.05)
+    assert not (tmp_path / "broken" / "node1" / "checkpoint.pt").exists()
+    finish(nodes("broken", resume=True))
+    hist = [json.loads(x) for x in (run0 / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    finish(nodes("unbroken"))
+    a, b = _params(tmp_path / "unbroken" / "node0"), _params(run0)
+    assert torch.equal(a, b), float((a - b).norm() / a.norm())
+
+
 def test_a_killed_rank_stops_the_others_with_one_line(ref, tmp_path):
     """Ranks started by a scheduler (no torchrun agent to stop them): rank 1 is killed
     mid-training; rank 0 fails in its next collective with one line naming itself, fast."""
