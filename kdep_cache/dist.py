@@ -116,7 +116,7 @@ def context(device: str = "auto") -> Dist:
             torch.cuda.set_device(d.local_rank)
         collective = _seconds("KDEP_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
         join = min(_seconds("KDEP_DIST_INIT_TIMEOUT", DEFAULT_INIT_TIMEOUT_S), collective)
-        set_timeout = getattr(torch.distributed, "set_timeout", None)  # torch >= 2.6 (?)
+        set_timeout = _timeout_setter()
         join = join if set_timeout is not None else collective  # else one timeout for both
         atexit.register(close)
         if d.world_size > 1:
@@ -130,6 +130,16 @@ def context(device: str = "auto") -> Dist:
         if collective > join:
             set_timeout(datetime.timedelta(seconds=collective))
     return d
+
+
+def _timeout_setter():
+    """torch's setter of a formed group's timeout (public in recent torch, private before;
+    None if this torch has neither)."""
+    public = getattr(torch.distributed, "set_timeout", None)
+    if public is not None:
+        return public
+    from torch.distributed import distributed_c10d
+    return getattr(distributed_c10d, "_set_pg_timeout", None)
 
 
 def _seconds(name: str, default: float) -> float:
