@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .names import HF_PREFIX, KNOWN_STUDENTS, TIMM_PREFIX
+from .oschecks import output
 
 SEED_MAX = 2**32 - 1
 MIN_IMAGE_SIZE = 32  # teachers and students downsample by 32
@@ -154,6 +155,7 @@ RULES = {
     "lr": positive, "lr_step": positive, "loss_weight": positive, "temperature": positive,
     "pts_t": positive, "pts_n": positive, "weight_decay": nonnegative, "momentum": momentum,
     "fraction": fraction, "test_fraction": open_unit, "fit_views": fit_views,
+    "tsne_points": lambda k, v: integer(k, v, 0),
 }
 
 
@@ -209,6 +211,7 @@ def check_paths(opts: dict, dirs=(), files=(), weights=()) -> None:
 def extract_args(o: dict) -> None:
     check_options(o)
     check_paths(o, dirs=("data",), files=("file_list",), weights=("teacher", "teacher_weights"))
+    output("out", o.get("out"))
 
 
 def fit_args(o: dict) -> None:
@@ -218,12 +221,14 @@ def fit_args(o: dict) -> None:
     if o.get("student") is not None:
         student("student", o["student"])
     check_paths(o, dirs=("cache",))
+    output("out", o.get("out"))
 
 
 def train_args(o: dict) -> None:
     check_options(o)
     student("student", o["student"])
     check_paths(o, dirs=("targets", "cache", "data"), weights=("teacher_weights",))
+    output("out", o.get("out"))
 
 
 def transfer_args(o: dict) -> None:
@@ -236,3 +241,9 @@ def transfer_args(o: dict) -> None:
     if o.get("arch") is not None:
         student("arch", o["arch"])
     check_paths(o, dirs=("data",))
+    output("out", o.get("out"))
+
+
+def diagnose_args(o: dict) -> None:
+    check_options(o)
+    output("out", o.get("out"))

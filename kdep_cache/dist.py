@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import KdepError
+from .oschecks import env_float, env_int
 
 # what gloo / NCCL say when a peer died or stalled
 _COMM = re.compile(r"gloo|NCCL|Connection (reset|closed|refused)|Broken pipe|[Tt]imed out")
@@ -93,10 +94,9 @@ def env_ranks() -> Dist | None:
     """The ranks torchrun (or a scheduler) put in the environment, or None."""
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         return None
-    world = int(os.environ["WORLD_SIZE"])
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", 0)),
-                local_world)
+    world = env_int("WORLD_SIZE", 1, lo=1)  # a one-line InputError on text (#23.9)
+    local_world = env_int("LOCAL_WORLD_SIZE", world, lo=1)
+    return Dist(env_int("RANK", 0), world, env_int("LOCAL_RANK", 0), local_world)
 
 
 def context(device: str = "auto") -> Dist:
@@ -111,8 +111,8 @@ def context(device: str = "auto") -> Dist:
         cuda = device != "cpu" and torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(d.local_rank)
-        timeout = datetime.timedelta(seconds=float(os.environ.get("KDEP_DIST_TIMEOUT",
-                                                                  DEFAULT_TIMEOUT_S)))
+        timeout = datetime.timedelta(seconds=env_float("KDEP_DIST_TIMEOUT",
+                                                         float(DEFAULT_TIMEOUT_S)))
         atexit.register(close)
         torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=timeout,
                                              **({"device_id": torch.device("cuda",
@@ -149,7 +149,7 @@ def threads_per_rank() -> int | None:
     cores this process may use divided by the local ranks, unless ``OMP_NUM_THREADS`` was
     set to something other than torchrun's own default of 1 (which starves CPU ranks)."""
     if os.environ.get("KDEP_THREADS"):
-        return max(1, int(os.environ["KDEP_THREADS"]))
+        return max(1, env_int("KDEP_THREADS", 1, lo=0))
     d = env_ranks()
     if d is None or os.environ.get("OMP_NUM_THREADS", "1") != "1":
         return None

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ArtifactError, LockedError
+from .errors import ArtifactError, LockedError, os_error_line
 
 
 def canonical_json(obj: Any) -> str:
@@ -144,9 +144,40 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise
+        raise ArtifactError(f"{path} is missing: {Path(path).parent} is incomplete or not the "
+                            "kind of folder this command reads") from None
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{path} is unreadable or not valid JSON: {e}") from e
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append ``line`` (+ newline) to ``path``. On any OS error (disk full) the file is left
+    as it was (cut back to its old size, or removed if this call created it) and a one-line
+    :class:`ArtifactError` is raised."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode()
+    try:
+        old = path.stat().st_size
+    except FileNotFoundError:
+        old = None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as e:
+        try:
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.truncate(path, old)
+        except OSError:
+            pass
+        raise ArtifactError(f"could not append to {path}: {os_error_line(e)}; the file is as "
+                            "before") from e
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from ..cache.schema import CHECKPOINT, METRICS
 from ..digest import state_sha
 from ..dist import Dist
 from ..errors import ArtifactError, InputError, TrainingError
-from ..fsio import atomic_write
+from ..fsio import append_line, atomic_write
 from ..progress import Progress, duration
 from ..runtime import autocast
 
@@ -186,8 +186,7 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
                                       "epoch": epoch + 1, "settings": json.dumps(settings),
                                       "history": json.dumps(history),
                                       "scaler": scaler.state_dict() if scaler.is_enabled() else {}})
-            with open(run_dir / METRICS, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_line(run_dir / METRICS, json.dumps(rec))  # disk full: one line (#23.9)
         prog.line(f"epoch {epoch + 1}/{schedule.epochs}: loss {rec['loss']:.4f}, "
                   f"{rec['images_per_s']} img/s, {duration(secs)}")
     prog.close()
