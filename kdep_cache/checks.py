@@ -23,6 +23,8 @@ SEED_MAX = 2**32 - 1
 MIN_IMAGE_SIZE = 32  # teachers and students downsample by 32
 BACKGROUNDS = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128)}
 DEFAULT_BACKGROUND = "gray"  # measured: see benchmarks/results/background.json
+MAX_FILE_MB = 1024  # default extract --max-file-mb: 4x an uncompressed RGB TIFF at PIL's
+                    # bomb limit (89.5 M pixels); larger files are skipped unread
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".pkl")
 
 
@@ -155,7 +157,7 @@ RULES = {
     "lr": positive, "lr_step": positive, "loss_weight": positive, "temperature": positive,
     "pts_t": positive, "pts_n": positive, "weight_decay": nonnegative, "momentum": momentum,
     "fraction": fraction, "test_fraction": open_unit, "fit_views": fit_views,
-    "tsne_points": lambda k, v: integer(k, v, 0),
+    "tsne_points": lambda k, v: integer(k, v, 0), "max_file_mb": positive,
 }
 
 

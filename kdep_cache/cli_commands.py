@@ -83,6 +83,9 @@ def _aug_options(f):
 @click.option("--decode", type=click.Choice(DECODES), default="cpu", show_default=True,
               help="gpu: decode JPEGs with nvJPEG on CUDA (other pixels than PIL's: recorded, "
                    "and the cache is then replayed so).")
+@click.option("--max-file-mb", type=float, default=checks.MAX_FILE_MB, show_default=True,
+              help="Image files larger than this (MiB) are skipped unread, with the reason "
+                   "recorded (as are FIFOs, devices and other non-regular files).")
 @click.option("--no-draft", is_flag=True,
               help="Decode JPEGs at full size, never by DCT draft (the method of caches made "
                    "before the draft: resumes them).")

@@ -22,7 +22,7 @@ from .augment import PARAM_FIELDS, AugmentSpec
 from .cache.manifest import finalize_store, load_or_init_config, record_shard, shard_done
 from .cache.schema import MANIFEST, RAW, shard_name
 from .cache.store import write_shard
-from .checks import check_options
+from .checks import MAX_FILE_MB, check_options
 from .data import Collate, ViewDataset, collate, worker_init
 from .digest import SHA_BYTES
 from .errors import InputError
@@ -68,6 +68,7 @@ class ExtractConfig:
     decode: str = "cpu"            # gpu: nvJPEG on CUDA (its own render method, recorded)
     rank: int = 0                  # this process writes shards s with s % world_size == rank
     world_size: int = 1
+    max_file_mb: float = MAX_FILE_MB  # larger files are skipped unread (not a content setting)
 
 
 def _validate(cfg: ExtractConfig) -> None:
@@ -90,6 +91,7 @@ def extract(cfg: ExtractConfig) -> dict:
                              f"torchrun's RANK={d.rank} WORLD_SIZE={d.world_size}: give one")
         cfg = replace(cfg, rank=d.rank, world_size=d.world_size)
     images = scan_images(cfg.data, cfg.file_list, cfg.fraction, cfg.seed)
+    images.max_bytes = int(cfg.max_file_mb * 2**20)
     teacher, tinfo = load_teacher(cfg.teacher, cfg.teacher_weights, cfg.norm,
                                   cfg.teacher_feature)
     if cfg.save_logits and not tinfo.num_classes:

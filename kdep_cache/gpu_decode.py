@@ -47,11 +47,13 @@ def read_item(images, i: int, views, spec: AugmentSpec, seed: int, params=None):
     size from the header). -> (i, bytes uint8 (n,), params (K, P), ok, reason, ident)."""
     from .data import _jpeg_size
     path = Path(images.root) / images.paths[i]
-    ident = file_identity(path)
-    size_hw = _jpeg_size(path)
+    why = images.problem(i)  # a FIFO, a device, a huge file: skipped unread (#23.3)
+    ident = file_identity(path) if why is None else (-1, bytes(32))
+    size_hw = _jpeg_size(path) if why is None else None
     if size_hw is None:
         return (i, torch.zeros(0, dtype=torch.uint8), torch.zeros(len(views), N_PARAMS,
-                dtype=torch.float64), False, "not a JPEG: --decode gpu reads JPEGs only", ident)
+                dtype=torch.float64), False, why or "not a JPEG: --decode gpu reads JPEGs only",
+                ident)
     data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
     if params is None:
         params = np.stack([sample_params(spec, seed, v, i, *size_hw) for v in views])
