@@ -16,6 +16,15 @@ import os
 from pathlib import Path
 
 from .errors import InputError
+from .limits import (
+    MAX_BATCH,
+    MAX_DIM,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_VIEWS,
+    batch_memory,
+    max_workers,
+)
 from .names import HF_PREFIX, KNOWN_STUDENTS, TIMM_PREFIX
 from .oschecks import output
 
@@ -50,6 +59,15 @@ def integer(key: str, v, lo: int, hi: int | None = None) -> int:
     return int(v)
 
 
+def bounded(key: str, v, lo: int, hi: int) -> int:
+    """An integer ``>= lo`` (said so when below) and ``<= hi`` (an upper bound of
+    :mod:`kdep_cache.limits`)."""
+    v = integer(key, v, lo)
+    if v > hi:
+        raise InputError(f"{flag(key)} must be <= {hi}, got {v}")
+    return v
+
+
 def positive(key: str, v) -> float:
     if _number(key, v) <= 0:
         raise InputError(f"{flag(key)} must be > 0, got {v}")
@@ -70,7 +88,7 @@ def image_size(key: str, v) -> int:
     if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v < MIN_IMAGE_SIZE:
         raise InputError(f"{flag(key)} {v} is too small: the networks downsample by 32, use "
                          f"at least {MIN_IMAGE_SIZE}")
-    return integer(key, v, MIN_IMAGE_SIZE)
+    return bounded(key, v, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
 
 
 def fraction(key: str, v) -> float:
@@ -149,15 +167,19 @@ def background(text) -> tuple[int, int, int]:
 
 # option name -> check, for every numeric option of every command (None = not given)
 RULES = {
-    "views": lambda k, v: integer(k, v, 1), "epochs": lambda k, v: integer(k, v, 1),
-    "batch_size": lambda k, v: integer(k, v, 1), "shard_size": lambda k, v: integer(k, v, 1),
-    "max_views": lambda k, v: integer(k, v, 1), "dim": lambda k, v: integer(k, v, 1),
-    "chunk": lambda k, v: integer(k, v, 1), "workers": lambda k, v: integer(k, v, 0),
+    "views": lambda k, v: bounded(k, v, 1, MAX_VIEWS),
+    "epochs": lambda k, v: bounded(k, v, 1, MAX_EPOCHS),
+    "batch_size": lambda k, v: bounded(k, v, 1, MAX_BATCH),
+    "shard_size": lambda k, v: bounded(k, v, 1, MAX_BATCH),
+    "max_views": lambda k, v: bounded(k, v, 1, MAX_VIEWS),
+    "dim": lambda k, v: bounded(k, v, 1, MAX_DIM),
+    "chunk": lambda k, v: bounded(k, v, 1, MAX_BATCH),
+    "workers": lambda k, v: bounded(k, v, 0, max_workers()),
     "image_size": image_size, "seed": seed, "split_seed": seed, "seeds": seeds,
     "lr": positive, "lr_step": positive, "loss_weight": positive, "temperature": positive,
     "pts_t": positive, "pts_n": positive, "weight_decay": nonnegative, "momentum": momentum,
     "fraction": fraction, "test_fraction": open_unit, "fit_views": fit_views,
-    "tsne_points": lambda k, v: integer(k, v, 0), "max_file_mb": positive,
+    "tsne_points": lambda k, v: bounded(k, v, 0, 10**6), "max_file_mb": positive,
 }
 
 
@@ -173,6 +195,7 @@ def check_options(opts: dict) -> None:
         rank_world(opts.get("rank", 0), opts.get("world_size", 1))
     if "background" in opts and opts["background"] is not None:
         background(opts["background"])
+    batch_memory(opts)
 
 
 def looks_like_path(text: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 from . import dist
 from .augment import PARAM_FIELDS, AugmentSpec
 from .cache.manifest import finalize_store, load_or_init_config, record_shard, shard_done
-from .cache.schema import MANIFEST, RAW, shard_name
+from .cache.schema import CONFIG, IMAGES, MANIFEST, RAW, shard_name
 from .cache.store import write_shard
 from .checks import MAX_FILE_MB, check_options
 from .data import Collate, ViewDataset, collate, worker_init
@@ -98,6 +99,7 @@ def extract(cfg: ExtractConfig) -> dict:
         raise InputError(f"--save-logits: teacher {cfg.teacher} has no classifier to give logits")
     if cfg.image_size is None:  # timm pretrained_cfg / HF preprocessor_config, else 224
         cfg = replace(cfg, image_size=int(tinfo.input_size or DEFAULT_IMAGE_SIZE))
+        check_options({k: getattr(cfg, k) for k in ("image_size", "views", "batch_size")})
     device = dist.rank_device(resolve_device(cfg.device))
     precision = resolved_precision(device, cfg.precision)
     if cfg.decode == "gpu":
@@ -112,7 +114,7 @@ def extract(cfg: ExtractConfig) -> dict:
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
                 "param_fields": list(PARAM_FIELDS)}
-    with rank_lock(out, cfg.rank, cfg.world_size):  # ranks write disjoint shards
+    with rank_lock(out, cfg.rank, cfg.world_size), _unlock_settings_on_failure(out, cfg):
         load_or_init_config(out, settings, images.to_json())
         if (out / MANIFEST).is_file():
             log.info("%s is already complete", out)
@@ -157,6 +159,20 @@ def extract(cfg: ExtractConfig) -> dict:
                "skipped": len(manifest["skipped"]) if manifest else None,
                "ignored": images.scan_summary()}
     return summary
+
+
+@contextmanager
+def _unlock_settings_on_failure(out: Path, cfg: ExtractConfig):
+    """A one-process run that fails before its first shard (e.g. out of memory) removes the
+    config.json and images.json it wrote, so the same --out takes other settings next."""
+    fresh = cfg.world_size == 1 and not (out / CONFIG).exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and not any(out.glob("shard-*.h5")):
+            for name in (CONFIG, IMAGES):
+                (out / name).unlink(missing_ok=True)
+        raise
 
 
 def _finalize(out: Path, settings: dict, n_shards: int, cfg: ExtractConfig, dim: int,

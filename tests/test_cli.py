@@ -78,6 +78,18 @@ BAD = [  # (command, options, part of the message)
     ("train-student", ["--student", "resnet19"], "unknown --student 'resnet19'"),
     ("train-student", ["--cache", "/nonexistent/c"], "--cache /nonexistent/c does not exist"),
     ("train-student", ["--data", "/nonexistent/d"], "--data /nonexistent/d does not exist"),
+    # #23.4: upper bounds, before anything is written
+    ("extract", ["--views", "1000000000000"], "--views must be <= 1000"),
+    ("extract", ["--image-size", "1000000000000"], "--image-size must be <= 4096"),
+    ("extract", ["--workers", "1000000000000"], "--workers must be <= "),
+    ("extract", ["--batch-size", "1000000000000"], "--batch-size must be <= "),
+    ("extract", ["--shard-size", "1000000000000"], "--shard-size must be <= "),
+    ("extract", ["--views", "1000", "--image-size", "4096"], "GiB of views"),
+    ("fit-svd", ["--dim", "1000000000000"], "--dim must be <= "),
+    ("train-student", ["--epochs", "1000000000000"], "--epochs must be <= 100000"),
+    ("train-student", ["--workers", "1000000000000"], "--workers must be <= "),
+    ("train-student", ["--max-views", "1000000000000"], "--max-views must be <= 1000"),
+    ("train-student", ["--image-size", "1000000000000"], "--image-size must be <= 4096"),
 ]
 
 
