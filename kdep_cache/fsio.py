@@ -1,4 +1,4 @@
-"""Crash-safe file output: atomic writes, content hashes, and a one-writer lock.
+"""Crash-safe file output: atomic writes, content hashes (the one-writer lock: :mod:`.locks`).
 
 Every artifact is written under a temporary name, fsync'ed and renamed into place, so a
 reader never sees a partial file under its final name. Disk-full and other write errors
@@ -12,13 +12,11 @@ import hashlib
 import json
 import os
 import shutil
-import socket
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ArtifactError, LockedError, os_error_line
+from .errors import ArtifactError, os_error_line
+from .locks import lock_holder_alive, rank_lock, writer_lock  # noqa: F401 (their old home)
 
 
 def canonical_json(obj: Any) -> str:
@@ -178,89 +176,3 @@ def append_line(path: str | os.PathLike, line: str) -> None:
             pass
         raise ArtifactError(f"could not append to {path}: {os_error_line(e)}; the file is as "
                             "before") from e
-
-
-@contextmanager
-def writer_lock(directory: str | os.PathLike, name: str = ".lock"):
-    """Hold ``directory/<name>`` for the duration; refuse at once if a live process holds it.
-
-    The lock records pid and host; a lock of a dead process on this host is stale and taken over.
-    """
-    directory = Path(directory)
-    created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / name
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                other = json.loads(lock.read_text() or "{}")
-            except (OSError, ValueError):
-                other = {}
-            if other.get("host") == me["host"] and not _alive(int(other.get("pid", -1))):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            raise LockedError(
-                f"{directory} is being written by pid {other.get('pid', '?')} on "
-                f"{other.get('host', '?')}; wait for it or remove {lock} if that process is gone"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        for tmp in directory.glob("*.tmp"):  # partial files of killed writers: never complete
-            pid = tmp.name.rsplit(".", 2)[-2]
-            if not (pid.isdigit() and _alive(int(pid))):
-                tmp.unlink(missing_ok=True)
-        break
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        if created and not any(directory.iterdir()):
-            directory.rmdir()  # a run refused before writing anything leaves nothing behind
-
-
-@contextmanager
-def rank_lock(directory: str | os.PathLike, rank: int, world_size: int):
-    """:func:`writer_lock` for one of ``world_size`` processes writing disjoint parts of one
-    directory (extract ranks): one lock per rank; a writer of another world size (e.g. a
-    one-process run beside rank 0 of 2) is refused at once."""
-    mine = ".lock" if world_size == 1 else f".lock-rank{rank}-of-{world_size}"
-    with writer_lock(directory, mine):
-        for lock in Path(directory).glob(".lock*"):
-            if lock.name == mine or lock.name.endswith(".tmp"):
-                continue
-            same_world = (world_size > 1 and lock.name.startswith(".lock-rank")
-                          and lock.name.rsplit("-of-", 1)[-1] == str(world_size))
-            if not same_world and lock_holder_alive(lock):
-                raise LockedError(f"{directory} is being written by another extract "
-                                  f"({lock.name}, another --world-size or a one-process run): "
-                                  "wait for it, or use the same --world-size for every rank")
-        yield
-
-
-def lock_holder_alive(lock: Path) -> bool:
-    """Is the process recorded in lock file ``lock`` alive (or on another host, unknowable)?"""
-    try:
-        other = json.loads(lock.read_text() or "{}")
-    except (OSError, ValueError):
-        return False
-    if other.get("host") != socket.gethostname():
-        return True
-    return _alive(int(other.get("pid", -1)))
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # Linux: a killed process not yet reaped (a zombie, state Z) holds nothing any more
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
