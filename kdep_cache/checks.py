@@ -27,6 +27,7 @@ from .limits import (
 )
 from .names import HF_PREFIX, KNOWN_STUDENTS, TIMM_PREFIX
 from .oschecks import output
+from .stages import own_out
 
 SEED_MAX = 2**32 - 1
 MIN_IMAGE_SIZE = 32  # teachers and students downsample by 32
@@ -237,6 +238,7 @@ def extract_args(o: dict) -> None:
     check_options(o)
     check_paths(o, dirs=("data",), files=("file_list",), weights=("teacher", "teacher_weights"))
     output("out", o.get("out"))
+    own_out("out", o.get("out"), "extract")
 
 
 def fit_args(o: dict) -> None:
@@ -247,6 +249,7 @@ def fit_args(o: dict) -> None:
         student("student", o["student"])
     check_paths(o, dirs=("cache",))
     output("out", o.get("out"))
+    own_out("out", o.get("out"), "fit-svd")
 
 
 def train_args(o: dict) -> None:
@@ -254,6 +257,7 @@ def train_args(o: dict) -> None:
     student("student", o["student"])
     check_paths(o, dirs=("targets", "cache", "data"), weights=("teacher_weights",))
     output("out", o.get("out"))
+    own_out("out", o.get("out"), "train-student")
 
 
 def transfer_args(o: dict) -> None:
@@ -267,8 +271,10 @@ def transfer_args(o: dict) -> None:
         student("arch", o["arch"])
     check_paths(o, dirs=("data",))
     output("out", o.get("out"))
+    own_out("out", o.get("out"), "transfer")
 
 
 def diagnose_args(o: dict) -> None:
     check_options(o)
     output("out", o.get("out"))
+    own_out("out", o.get("out"), "diagnose")

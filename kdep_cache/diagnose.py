@@ -38,12 +38,12 @@ from .checks import check_options
 from .errors import ArtifactError, InputError, LineageError
 from .fitsvd import accumulate, parse_views
 from .fsio import read_json, write_json, writer_lock
-from .names import PROJECTION_FILE
+from .names import DIAGNOSE_REPORT, PROJECTION_FILE
 from .pca import Moments, pca, std_ratio
 from .projection_io import load_projection
 
 DIAGNOSTICS = "kdep-cache/diagnostics"
-REPORT = "diagnose.json"
+REPORT = DIAGNOSE_REPORT
 TSNE_POINTS = 1000  # t-SNE is O(n log n) per iteration: ~1,000 points take seconds on a CPU
 
 
