@@ -22,7 +22,10 @@ from .limits import (
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
     MAX_VIEWS,
+    PTS_N_RANGE,
+    PTS_T_RANGE,
     batch_memory,
+    in_range,
     max_workers,
 )
 from .names import HF_PREFIX, KNOWN_STUDENTS, TIMM_PREFIX
@@ -178,7 +181,9 @@ RULES = {
     "workers": lambda k, v: bounded(k, v, 0, max_workers()),
     "image_size": image_size, "seed": seed, "split_seed": seed, "seeds": seeds,
     "lr": positive, "lr_step": positive, "loss_weight": positive, "temperature": positive,
-    "pts_t": positive, "pts_n": positive, "weight_decay": nonnegative, "momentum": momentum,
+    "pts_t": lambda k, v: in_range(k, positive(k, v), *PTS_T_RANGE),
+    "pts_n": lambda k, v: in_range(k, positive(k, v), *PTS_N_RANGE),
+    "weight_decay": nonnegative, "momentum": momentum,
     "fraction": fraction, "test_fraction": open_unit, "fit_views": fit_views,
     "tsne_points": lambda k, v: bounded(k, v, 0, 10**6), "max_file_mb": positive,
 }

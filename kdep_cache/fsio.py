@@ -148,6 +148,14 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ArtifactError(f"{path} is unreadable or not valid JSON: {e}") from e
 
 
+def remove_files(directory: str | os.PathLike, patterns) -> None:
+    """Remove the files of ``directory`` that match any of ``patterns`` (glob, not recursive)."""
+    for pattern in patterns:
+        for f in Path(directory).glob(pattern):
+            if f.is_file():
+                f.unlink(missing_ok=True)
+
+
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append ``line`` (+ newline) to ``path``. On any OS error (disk full) the file is left
     as it was (cut back to its old size, or removed if this call created it) and a one-line

@@ -15,6 +15,8 @@ MAX_IMAGE_SIZE = 4096     # px: far above any teacher's input (224-518)
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20         # images per batch / per shard
 MAX_DIM = 2**16           # feature width
+PTS_T_RANGE = (1e-6, 1e6)  # PTS temperature: paper 0.1; (|x| / T) ** (1 / n) overflows past
+PTS_N_RANGE = (0.01, 100)  # PTS power: paper 3 (n < 1 expands, 1 / n huge overflows)
 MAX_BATCH_GIB = 64        # one batch of float32 views (batch x K x 3 x S x S) above this: refused
 
 
@@ -25,6 +27,13 @@ def max_workers() -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return max(8, 4 * cores)
+
+
+def in_range(key: str, v, lo: float, hi: float) -> float:
+    """A number (already checked finite and > 0) within ``lo..hi``."""
+    if not lo <= v <= hi:
+        raise InputError(f"--{key.replace('_', '-')} must be in {lo:g}..{hi:g}, got {v:g}")
+    return float(v)
 
 
 def batch_memory(opts: dict) -> None:
