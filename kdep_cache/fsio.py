@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -154,6 +155,22 @@ def remove_files(directory: str | os.PathLike, patterns) -> None:
         for f in Path(directory).glob(pattern):
             if f.is_file():
                 f.unlink(missing_ok=True)
+
+
+@contextmanager
+def forget_on_failure(directory: Path, names, progress_glob: str, enabled: bool = True):
+    """Settings files ``names`` that this block writes into ``directory`` are removed again
+    if it fails before any ``progress_glob`` file exists (a run refused or out of memory before
+    its first shard), so they do not lock ``directory`` to settings that never produced."""
+    directory = Path(directory)
+    fresh = enabled and not any((directory / n).exists() for n in names)
+    try:
+        yield
+    except BaseException:
+        if fresh and not any(directory.glob(progress_glob)):
+            for n in names:
+                (directory / n).unlink(missing_ok=True)
+        raise
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,22 @@ from PIL import Image, ImageFile, ImageOps
 
 from .checks import BACKGROUNDS, DEFAULT_BACKGROUND
 from .errors import InputError
+from .image_files import (  # noqa: F401  (file_problem, composited: re-exported)
+    ALPHA_MODES,
+    NOT_UTF8,
+    composited,
+    count_composited,
+    file_problem,
+    jpeg_too_short,
+    printable,
+    utf8,
+)
 from .svg import SVG_EXTENSIONS, SVG_HINT, rasterise, svg_supported
 
 log = logging.getLogger(__name__)
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a short file is an error, never grey blocks
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MAX_PIXELS = 89_478_485  # PIL's own default bomb limit; larger declared sizes are refused
-_KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK:
-          "a block device", stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 class BadImage(Exception):
@@ -151,23 +158,6 @@ def scan_images(root: str | os.PathLike, file_list: str | os.PathLike | None = N
     return il
 
 
-def printable(name: str) -> str:
-    """A file name as text that can be printed and written to JSON: bytes that are not
-    UTF-8 (kept by Python as surrogates) shown as ``\\xe9``."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-NOT_UTF8 = "name is not UTF-8 (rename it to include it)"
-
-
 def _walk(rootp: Path) -> tuple[list[str], tuple[dict, list, list, list]]:
     """Image paths under ``rootp``, and what was left out: ``({ext: n}, [paths],
     [{"path", "reason"}], [{"path", "reason"}])`` for files by extension, folders not
@@ -187,14 +177,14 @@ def _walk(rootp: Path) -> tuple[list[str], tuple[dict, list, list, list]]:
             if os.path.islink(os.path.join(dirpath, d)):  # not followed (loops, escapes)
                 skipped_dirs.append({"path": printable((rel / d).as_posix()),
                                      "reason": "symlinked folder, not followed"})
-            elif not _utf8(d):
+            elif not utf8(d):
                 skipped_dirs.append({"path": printable((rel / d).as_posix()),
                                      "reason": f"folder {NOT_UTF8}"})
                 log.warning("not scanning folder %s: %s", printable(d), NOT_UTF8)
-        dirnames[:] = sorted(d for d in dirnames if _utf8(d))
+        dirnames[:] = sorted(d for d in dirnames if utf8(d))
         for fn in filenames:
             relp = (rel / fn).as_posix()
-            if not _utf8(fn):
+            if not utf8(fn):
                 if fn.lower().endswith(exts):
                     skipped_files.append({"path": printable(relp), "reason": NOT_UTF8})
                     log.warning("skipping %s: %s", printable(relp), NOT_UTF8)
@@ -228,27 +218,6 @@ def class_balanced_subset(il: ImageList, fraction: float, seed: int) -> ImageLis
                      il.max_bytes)
 
 
-def file_problem(path: str | os.PathLike, max_bytes: int | None = None) -> str | None:
-    """Why ``path`` must not be opened as an image, from ``stat`` alone (links followed): not
-    a regular file (a FIFO would block the reader forever, a link to /dev/zero never ends),
-    empty, or larger than ``max_bytes``; None if it may be read."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "file not found (moved, or a broken symlink)"
-    except OSError as e:
-        return f"cannot stat: {e.strerror or e}"
-    if not stat.S_ISREG(st.st_mode):
-        kind = next((k for test, k in _KINDS.items() if test(st.st_mode)), "a special file")
-        return f"not a regular file ({kind})"
-    if st.st_size == 0:
-        return "zero-byte file"
-    if max_bytes is not None and st.st_size > max_bytes:
-        return (f"file of {st.st_size / 2**20:.0f} MiB exceeds --max-file-mb "
-                f"{max_bytes / 2**20:g}")
-    return None
-
-
 def load_rgb(path: str | os.PathLike,
              background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND], draft: int = 1,
              max_bytes: int | None = None) -> Image.Image:
@@ -273,8 +242,8 @@ def load_rgb(path: str | os.PathLike,
                     raise BadImage(f"declared size {w}x{h} exceeds the {MAX_PIXELS} pixel limit")
                 if w < 1 or h < 1:
                     raise BadImage(f"empty image {w}x{h}")
-                if im.format == "JPEG":
-                    _check_jpeg_length(path, w, h)
+                if im.format == "JPEG" and (why := jpeg_too_short(path, w, h)):
+                    raise BadImage(why)
                 im.seek(0)  # first frame of animations
                 if draft > 1 and im.format == "JPEG":  # PIL picks the largest scale <= asked
                     im.draft(im.mode, (max(1, w // draft), max(1, h // draft)))
@@ -298,28 +267,6 @@ def load_rgb(path: str | os.PathLike,
         raise BadImage(f"unreadable image: {type(e).__name__}: {e}") from None
 
 
-_ARITHMETIC_SOF = tuple(bytes([0xFF, m]) for m in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
-
-
-def _check_jpeg_length(path, w: int, h: int) -> None:
-    """Refuse a JPEG whose file is too short to hold the size its header declares. libjpeg
-    fills missing blocks without an error when the data end early at an EOI marker (PIL's
-    truncation check sees only a missing EOI), so a 9000x9000 header over 32x32 of data would
-    decode to a flat image. Each 8x8 block of the full-resolution component costs at least
-    one Huffman-coded bit (its DC difference), hence at least ceil(w/8)*ceil(h/8)/8 bytes;
-    arithmetic-coded JPEGs (rare) can go below one bit a block and are not checked."""
-    blocks = -(-w // 8) * -(-h // 8)
-    size = os.path.getsize(path)
-    if size * 8 >= blocks:
-        return
-    with open(path, "rb") as f:
-        data = f.read()
-    if any(m in data for m in _ARITHMETIC_SOF):
-        return
-    raise BadImage(f"truncated JPEG: the header declares {w}x{h} ({blocks} blocks, at least "
-                   f"{-(-blocks // 8)} bytes of data) but the file holds {size} bytes")
-
-
 def _to_rgb(im: Image.Image, background: tuple = (0, 0, 0)) -> Image.Image:
     if im.mode == "RGB":
         return im.copy()
@@ -334,7 +281,7 @@ def _to_rgb(im: Image.Image, background: tuple = (0, 0, 0)) -> Image.Image:
         return Image.fromarray(a8, "L").convert("RGB")
     if im.mode == "P":
         im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if im.mode in ALPHA_MODES:
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (*(int(c) for c in background), 255))
         return Image.alpha_composite(bg, im).convert("RGB")

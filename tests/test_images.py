@@ -224,3 +224,25 @@ def test_palette_transparency_follows_the_background(tmp_path):
     (tmp_path / "p.png").write_bytes(buf.getvalue())
     im = load_rgb(tmp_path / "p.png", (255, 255, 255))
     assert im.getpixel((0, 0)) == (255, 255, 255) and im.getpixel((1, 1)) == (255, 0, 0)
+
+
+def test_transparent_images_are_counted_in_the_summary_and_manifest(tmp_path, teacher_file):
+    """#23.19: images composited on --background are counted, not silently changed."""
+    from conftest import HERE
+
+    from kdep_cache.extract import extract
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for f in sorted((HERE / "data" / "cifar" / "cat").iterdir())[:2]:
+        (d / f.name).write_bytes(f.read_bytes())
+    Image.new("RGBA", (24, 20), (255, 0, 0, 100)).save(d / "alpha.png")
+    pal = Image.new("P", (24, 20), 1)
+    pal.putpalette([0, 255, 0, 255, 0, 0] + [0] * 762)
+    pal.save(d / "keyed.png", transparency=0)
+    Image.new("RGB", (24, 20), (1, 2, 3)).save(d / "opaque.png")
+    Image.new("LA", (24, 20), (9, 0)).save(d / "gray_alpha.png")
+    r = extract(extract_cfg(d, tmp_path / "c", teacher_file, views=1,
+                            augment=AugmentSpec(background=(255, 255, 255))))
+    assert r["transparent"] == "3 images with transparency composited on white (255,255,255)"
+    scan = Store(tmp_path / "c", RAW).manifest["scan"]
+    assert scan["composited"] == 3 and scan["background"] == [255, 255, 255]
