@@ -26,7 +26,7 @@ from kdep_cache.cache.store import Store
 from kdep_cache.cli import main
 from kdep_cache.data import render_views
 from kdep_cache.errors import InputError
-from kdep_cache.images import ImageList, load_rgb, scan_images
+from kdep_cache.images import BadImage, ImageList, load_rgb, scan_images
 from kdep_cache.models.registry import NORMALIZATIONS
 from kdep_cache.svg import svg_supported
 
@@ -246,3 +246,39 @@ def test_transparent_images_are_counted_in_the_summary_and_manifest(tmp_path, te
     assert r["transparent"] == "3 images with transparency composited on white (255,255,255)"
     scan = Store(tmp_path / "c", RAW).manifest["scan"]
     assert scan["composited"] == 3 and scan["background"] == [255, 255, 255]
+
+
+AI_SVG = b"""<?xml version="1.0" encoding="utf-8"?>
+<!-- Generator: Adobe Illustrator 24.0.0, SVG Export Plug-In  -->
+<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd" [
+\t<!ENTITY ns_svg "http://www.w3.org/2000/svg">
+\t<!ENTITY ns_xlink "http://www.w3.org/1999/xlink">
+\t<!ENTITY st0 "fill:#FF0000;">
+]>
+<svg version="1.1" xmlns="&ns_svg;" xmlns:xlink="&ns_xlink;" width="40" height="30">
+<rect x="10" y="5" width="20" height="20" style="&st0;"/></svg>
+"""
+LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a0 "xxxxxxxxxx">'
+          + b"".join(b'<!ENTITY a%d "%s">' % (i, b"&a%d;" % (i - 1) * 10) for i in range(1, 10))
+          + b']><svg xmlns="http://www.w3.org/2000/svg" width="4" height="4">'
+          + b"<text>&a9;</text></svg>")
+EXTERNAL = (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/hostname">]>'
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><text>&x;</text>'
+            b"</svg>")
+
+
+@pytest.mark.skipif(not svg_supported(), reason="cairosvg not installed")
+def test_svg_internal_entities_are_expanded_external_and_bombs_refused(tmp_path):
+    """#23.18: Illustrator's internal entities render; external entities and expansion bombs
+    are refused with the reason named, not as "unreadable"."""
+    (tmp_path / "ai.svg").write_bytes(AI_SVG)
+    im = load_rgb(tmp_path / "ai.svg", (0, 255, 0))
+    assert im.size == (40, 30) and im.getpixel((20, 15)) == (255, 0, 0)
+    assert im.getpixel((2, 2)) == (0, 255, 0)  # transparent: the background
+    for name, data, why in (("laughs.svg", LAUGHS, "refused: entity expansion"),
+                            ("ext.svg", EXTERNAL, "refused: external entity"),
+                            ("unused_ext.svg", EXTERNAL.replace(b"&x;", b""),
+                             "refused: external entity")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(BadImage, match=f"^{why}$"):
+            load_rgb(tmp_path / name)
