@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from . import checks
@@ -19,6 +21,14 @@ from .names import (
     TEACHER_FEATURES,
     TRANSFORMS,
 )
+
+log = logging.getLogger("kdep_cache.cli")
+
+
+def _given(name: str) -> bool:
+    """Whether option ``name`` of the running command was given on the command line."""
+    src = click.get_current_context().get_parameter_source(name)
+    return src is not None and src.name == "COMMANDLINE"
 
 
 def _aug_options(f):
@@ -96,6 +106,9 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
             background, no_draft, **kw):
     """Run the teacher ONCE over K replayable views per image and cache its features."""
     checks.extract_args({**kw, "crop_scale": crop_scale, "background": background})
+    if augment == "center" and _given("crop_scale"):
+        log.warning("--crop-scale does not apply to --augment center (centre crops of the "
+                    "whole image): ignored")
     from .augment import AugmentSpec
     from .extract import ExtractConfig
     from .extract import extract as run

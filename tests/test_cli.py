@@ -226,3 +226,16 @@ def test_ecosystem_names_pass_the_torch_free_checks(tmp_path):
         checks.extract_args({"data": str(tmp_path / "d"), "teacher": "hf:/nonexistent/hf"})
     with pytest.raises(InputError, match="unknown --student 'timm:'"):
         checks.train_args({"student": "timm:", "out": "x"})
+
+
+def test_crop_scale_with_center_crops_is_named_as_ignored(dirs, caplog):
+    """#23.15: --crop-scale means nothing to --augment center: one warning line, not silence
+    (and none when --crop-scale is left at its default)."""
+    for extra, warned in ((["--augment", "center", "--crop-scale", "0.5", "1"], True),
+                          (["--augment", "center"], False),
+                          (["--crop-scale", "0.5", "1"], False)):
+        caplog.clear()
+        r = CliRunner().invoke(main, _args("extract", dirs, extra))
+        assert "no images" in r.output  # the (empty) folder is refused after the options
+        hits = [m for m in caplog.messages if "--crop-scale does not apply" in m]
+        assert len(hits) == int(warned), (extra, caplog.messages)
