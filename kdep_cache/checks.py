@@ -22,6 +22,7 @@ from .limits import (
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
     MAX_VIEWS,
+    MAX_WORLD_SIZE,
     PTS_N_RANGE,
     PTS_T_RANGE,
     batch_memory,
@@ -124,7 +125,7 @@ def crop_scale(lo, hi) -> tuple[float, float]:
 
 
 def rank_world(rank, world_size) -> None:
-    integer("world_size", world_size, 1)
+    bounded("world_size", world_size, 1, MAX_WORLD_SIZE)
     integer("rank", rank, 0, world_size - 1)
 
 

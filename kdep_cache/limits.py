@@ -15,6 +15,7 @@ MAX_IMAGE_SIZE = 4096     # px: far above any teacher's input (224-518)
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20         # images per batch / per shard
 MAX_DIM = 2**16           # feature width
+MAX_WORLD_SIZE = 4096     # extracting processes
 PTS_T_RANGE = (1e-6, 1e6)  # PTS temperature: paper 0.1; (|x| / T) ** (1 / n) overflows past
 PTS_N_RANGE = (0.01, 100)  # PTS power: paper 3 (n < 1 expands, 1 / n huge overflows)
 MAX_BATCH_GIB = 64        # one batch of float32 views (batch x K x 3 x S x S) above this: refused
