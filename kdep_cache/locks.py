@@ -49,8 +49,12 @@ def writer_lock(directory: str | os.PathLike, name: str = ".lock"):
                 f"{directory} is being written by pid {other['pid']} on {other['host']}; "
                 f"wait for it or remove {lock} if that process is gone"
             ) from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+        except OSError:  # disk full: leave no empty lock behind
+            lock.unlink(missing_ok=True)
+            raise
         for tmp in directory.glob("*.tmp"):  # partial files of killed writers: never complete
             pid = tmp.name.rsplit(".", 2)[-2]
             if not (pid.isdigit() and _alive(int(pid))):

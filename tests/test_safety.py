@@ -520,3 +520,20 @@ def test_a_young_empty_lock_whose_writer_records_itself_is_respected(tmp_path, m
         with writer_lock(tmp_path):
             pass
     t.join()
+
+
+def test_disk_full_while_recording_the_lock_leaves_no_empty_lock(tmp_path, monkeypatch):
+    """#23.5 at its source: the lock is removed when its record cannot be written."""
+    import errno
+
+    from kdep_cache import locks
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(locks, "json", SimpleNamespace(dump=full, loads=json.loads))
+    (tmp_path / "d").mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        with writer_lock(tmp_path / "d"):
+            pass
+    assert not (tmp_path / "d" / ".lock").exists()
