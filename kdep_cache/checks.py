@@ -16,12 +16,29 @@ import os
 from pathlib import Path
 
 from .errors import InputError
+from .limits import (
+    MAX_BATCH,
+    MAX_DIM,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_VIEWS,
+    MAX_WORLD_SIZE,
+    PTS_N_RANGE,
+    PTS_T_RANGE,
+    batch_memory,
+    in_range,
+    max_workers,
+)
 from .names import HF_PREFIX, KNOWN_STUDENTS, TIMM_PREFIX
+from .oschecks import output
+from .stages import own_out
 
 SEED_MAX = 2**32 - 1
 MIN_IMAGE_SIZE = 32  # teachers and students downsample by 32
 BACKGROUNDS = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128)}
 DEFAULT_BACKGROUND = "gray"  # measured: see benchmarks/results/background.json
+MAX_FILE_MB = 1024  # default extract --max-file-mb: 4x an uncompressed RGB TIFF at PIL's
+                    # bomb limit (89.5 M pixels); larger files are skipped unread
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".pkl")
 
 
@@ -47,6 +64,15 @@ def integer(key: str, v, lo: int, hi: int | None = None) -> int:
     return int(v)
 
 
+def bounded(key: str, v, lo: int, hi: int) -> int:
+    """An integer ``>= lo`` (said so when below) and ``<= hi`` (an upper bound of
+    :mod:`kdep_cache.limits`)."""
+    v = integer(key, v, lo)
+    if v > hi:
+        raise InputError(f"{flag(key)} must be <= {hi}, got {v}")
+    return v
+
+
 def positive(key: str, v) -> float:
     if _number(key, v) <= 0:
         raise InputError(f"{flag(key)} must be > 0, got {v}")
@@ -67,7 +93,7 @@ def image_size(key: str, v) -> int:
     if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v < MIN_IMAGE_SIZE:
         raise InputError(f"{flag(key)} {v} is too small: the networks downsample by 32, use "
                          f"at least {MIN_IMAGE_SIZE}")
-    return integer(key, v, MIN_IMAGE_SIZE)
+    return bounded(key, v, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
 
 
 def fraction(key: str, v) -> float:
@@ -99,7 +125,7 @@ def crop_scale(lo, hi) -> tuple[float, float]:
 
 
 def rank_world(rank, world_size) -> None:
-    integer("world_size", world_size, 1)
+    bounded("world_size", world_size, 1, MAX_WORLD_SIZE)
     integer("rank", rank, 0, world_size - 1)
 
 
@@ -146,14 +172,21 @@ def background(text) -> tuple[int, int, int]:
 
 # option name -> check, for every numeric option of every command (None = not given)
 RULES = {
-    "views": lambda k, v: integer(k, v, 1), "epochs": lambda k, v: integer(k, v, 1),
-    "batch_size": lambda k, v: integer(k, v, 1), "shard_size": lambda k, v: integer(k, v, 1),
-    "max_views": lambda k, v: integer(k, v, 1), "dim": lambda k, v: integer(k, v, 1),
-    "chunk": lambda k, v: integer(k, v, 1), "workers": lambda k, v: integer(k, v, 0),
+    "views": lambda k, v: bounded(k, v, 1, MAX_VIEWS),
+    "epochs": lambda k, v: bounded(k, v, 1, MAX_EPOCHS),
+    "batch_size": lambda k, v: bounded(k, v, 1, MAX_BATCH),
+    "shard_size": lambda k, v: bounded(k, v, 1, MAX_BATCH),
+    "max_views": lambda k, v: bounded(k, v, 1, MAX_VIEWS),
+    "dim": lambda k, v: bounded(k, v, 1, MAX_DIM),
+    "chunk": lambda k, v: bounded(k, v, 1, MAX_BATCH),
+    "workers": lambda k, v: bounded(k, v, 0, max_workers()),
     "image_size": image_size, "seed": seed, "split_seed": seed, "seeds": seeds,
     "lr": positive, "lr_step": positive, "loss_weight": positive, "temperature": positive,
-    "pts_t": positive, "pts_n": positive, "weight_decay": nonnegative, "momentum": momentum,
+    "pts_t": lambda k, v: in_range(k, positive(k, v), *PTS_T_RANGE),
+    "pts_n": lambda k, v: in_range(k, positive(k, v), *PTS_N_RANGE),
+    "weight_decay": nonnegative, "momentum": momentum,
     "fraction": fraction, "test_fraction": open_unit, "fit_views": fit_views,
+    "tsne_points": lambda k, v: bounded(k, v, 0, 10**6), "max_file_mb": positive,
 }
 
 
@@ -169,6 +202,7 @@ def check_options(opts: dict) -> None:
         rank_world(opts.get("rank", 0), opts.get("world_size", 1))
     if "background" in opts and opts["background"] is not None:
         background(opts["background"])
+    batch_memory(opts)
 
 
 def looks_like_path(text: str) -> bool:
@@ -209,6 +243,8 @@ def check_paths(opts: dict, dirs=(), files=(), weights=()) -> None:
 def extract_args(o: dict) -> None:
     check_options(o)
     check_paths(o, dirs=("data",), files=("file_list",), weights=("teacher", "teacher_weights"))
+    output("out", o.get("out"))
+    own_out("out", o.get("out"), "extract")
 
 
 def fit_args(o: dict) -> None:
@@ -218,12 +254,16 @@ def fit_args(o: dict) -> None:
     if o.get("student") is not None:
         student("student", o["student"])
     check_paths(o, dirs=("cache",))
+    output("out", o.get("out"))
+    own_out("out", o.get("out"), "fit-svd")
 
 
 def train_args(o: dict) -> None:
     check_options(o)
     student("student", o["student"])
     check_paths(o, dirs=("targets", "cache", "data"), weights=("teacher_weights",))
+    output("out", o.get("out"))
+    own_out("out", o.get("out"), "train-student")
 
 
 def transfer_args(o: dict) -> None:
@@ -236,3 +276,11 @@ def transfer_args(o: dict) -> None:
     if o.get("arch") is not None:
         student("arch", o["arch"])
     check_paths(o, dirs=("data",))
+    output("out", o.get("out"))
+    own_out("out", o.get("out"), "transfer")
+
+
+def diagnose_args(o: dict) -> None:
+    check_options(o)
+    output("out", o.get("out"))
+    own_out("out", o.get("out"), "diagnose")

@@ -1,7 +1,8 @@
 """The click group and the helpers every subcommand module uses (no subcommands here).
 
 Errors from the library (:class:`KdepError`) become one line on stderr and a non-zero exit;
-unexpected exceptions too (``--debug`` shows the traceback). Ctrl-C prints the exact command
+so do OS errors on a path (errno set: disk full, read-only, a file where a folder is
+expected; :func:`~kdep_cache.errors.os_error_line`); unexpected exceptions too (``--debug`` shows the traceback). Ctrl-C prints the exact command
 that resumes. Nothing here imports torch: option and path checks (:mod:`kdep_cache.checks`)
 run before a subcommand imports its stage.
 """
@@ -18,7 +19,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import KdepError
+from .errors import FileSystemError, KdepError, os_error_line
 
 PROG = "kdep-cache"
 SAME_COMMAND_RESUMES = ("extract", "fit-svd")  # continue from the last shard when rerun
@@ -63,14 +64,24 @@ def _run(fn):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except OSError as e:  # an OS error on a path (disk full, read-only, not a folder ...)
+            if e.errno is None or ctx.find_root().params.get("debug"):
+                _internal(ctx, e)
+            who = f"rank {_rank()}: " if _rank() != "0" else ""
+            click.echo(f"error: {who}{os_error_line(e)}", err=True)
+            ctx.exit(FileSystemError.exit_code)
         except Exception as e:  # noqa: BLE001 - last line of defence for the user interface
-            if ctx.find_root().params.get("debug"):
-                raise
-            click.echo(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the "
-                       "traceback, and please report it)", err=True)
-            ctx.exit(1)
+            _internal(ctx, e)
 
     return wrapper
+
+
+def _internal(ctx: click.Context, e: Exception) -> None:
+    if ctx.find_root().params.get("debug"):
+        raise e
+    click.echo(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the "
+               "traceback, and please report it)", err=True)
+    ctx.exit(1)
 
 
 def _rank() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from . import checks
@@ -19,6 +21,14 @@ from .names import (
     TEACHER_FEATURES,
     TRANSFORMS,
 )
+
+log = logging.getLogger("kdep_cache.cli")
+
+
+def _given(name: str) -> bool:
+    """Whether option ``name`` of the running command was given on the command line."""
+    src = click.get_current_context().get_parameter_source(name)
+    return src is not None and src.name == "COMMANDLINE"
 
 
 def _aug_options(f):
@@ -83,6 +93,9 @@ def _aug_options(f):
 @click.option("--decode", type=click.Choice(DECODES), default="cpu", show_default=True,
               help="gpu: decode JPEGs with nvJPEG on CUDA (other pixels than PIL's: recorded, "
                    "and the cache is then replayed so).")
+@click.option("--max-file-mb", type=float, default=checks.MAX_FILE_MB, show_default=True,
+              help="Image files larger than this (MiB) are skipped unread, with the reason "
+                   "recorded (as are FIFOs, devices and other non-regular files).")
 @click.option("--no-draft", is_flag=True,
               help="Decode JPEGs at full size, never by DCT draft (the method of caches made "
                    "before the draft: resumes them).")
@@ -93,6 +106,9 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
             background, no_draft, **kw):
     """Run the teacher ONCE over K replayable views per image and cache its features."""
     checks.extract_args({**kw, "crop_scale": crop_scale, "background": background})
+    if augment == "center" and _given("crop_scale"):
+        log.warning("--crop-scale does not apply to --augment center (centre crops of the "
+                    "whole image): ignored")
     from .augment import AugmentSpec
     from .extract import ExtractConfig
     from .extract import extract as run

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from . import checks
 from .cli_base import _run, emit
 
 
@@ -26,6 +27,7 @@ from .cli_base import _run, emit
 @_run
 def diagnose(cache, out, targets, views, tsne_points, seed, no_plots, as_json):
     """Std Ratios, explained-variance spectrum, compactness and t-SNE of a teacher cache."""
+    checks.diagnose_args({"out": out, "tsne_points": tsne_points, "seed": seed})
     from .diagnose import REPORT
     from .diagnose import diagnose as run
     r = run(cache, out, targets=targets, views=views, tsne_points=tsne_points, seed=seed,

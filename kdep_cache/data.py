@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from .augment import N_PARAMS, AugmentSpec, crop_resize, draft_factor, sample_params
 from .checks import BACKGROUNDS, DEFAULT_BACKGROUND
-from .digest import file_identity
+from .digest import SHA_BYTES, file_identity
 from .errors import InputError
 from .images import MAX_PIXELS, BadImage, ImageList, load_rgb
 from .names import RENDER_DRAFT, RENDER_FULL, RENDER_GPU
@@ -59,10 +59,13 @@ def render_views(images: ImageList, i: int, views, size: int, mean, std,
     the file's bytes (the image's content identity)."""
     k = len(views)
     path = Path(images.root) / images.paths[i]
-    ident = file_identity(path)  # the bytes decoded next, served again by the page cache
+    why = images.problem(i)  # a FIFO, a device, a huge file: skipped unread (#23.3)
+    ident = file_identity(path) if why is None else (-1, bytes(SHA_BYTES))
     bg = spec.background if spec is not None else BACKGROUNDS[DEFAULT_BACKGROUND]
     method = spec.render if spec is not None else RENDER_FULL
     try:
+        if why is not None:
+            raise BadImage(why)
         ps, x = _render_u8(path, bg, method, views, size, spec, seed, i, params)
     except BadImage as e:
         x = torch.zeros(k, 3, size, size, dtype=torch.float32 if finish else torch.uint8)

@@ -34,15 +34,16 @@ from .align import NULL_RTOL
 from .cache.manifest import CONFIG, IMAGES
 from .cache.schema import MANIFEST, RAW, TARGETS, now_iso, producer_info
 from .cache.store import Store
+from .checks import check_options
 from .errors import ArtifactError, InputError, LineageError
 from .fitsvd import accumulate, parse_views
 from .fsio import read_json, write_json, writer_lock
-from .names import PROJECTION_FILE
+from .names import DIAGNOSE_REPORT, PROJECTION_FILE
 from .pca import Moments, pca, std_ratio
 from .projection_io import load_projection
 
 DIAGNOSTICS = "kdep-cache/diagnostics"
-REPORT = "diagnose.json"
+REPORT = DIAGNOSE_REPORT
 TSNE_POINTS = 1000  # t-SNE is O(n log n) per iteration: ~1,000 points take seconds on a CPU
 
 
@@ -60,8 +61,7 @@ def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = No
         raise InputError("diagnose draws its figures with matplotlib: pip install matplotlib "
                          "(or 'kdep-cache[plot]'), or pass --no-plots for the JSON only")
     vs = parse_views(views, store.views)
-    if tsne_points < 0:
-        raise InputError(f"--tsne-points must be >= 0, got {tsne_points}")
+    check_options({"tsne_points": tsne_points, "seed": seed})
     imgs = read_json(Path(cache) / IMAGES)
     labels = np.asarray(imgs.get("labels") or [-1] * store.n_images)
     m = accumulate(store, vs)

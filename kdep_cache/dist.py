@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import KdepError
+from .oschecks import env_float, env_int
 
 # what gloo / NCCL say when a peer died or stalled
 _COMM = re.compile(r"gloo|NCCL|Connection (reset|closed|refused)|Broken pipe|[Tt]imed out")
@@ -96,10 +97,9 @@ def env_ranks() -> Dist | None:
     """The ranks torchrun (or a scheduler) put in the environment, or None."""
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         return None
-    world = int(os.environ["WORLD_SIZE"])
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", 0)),
-                local_world)
+    world = env_int("WORLD_SIZE", 1, lo=1)  # a one-line InputError on text (#23.9)
+    local_world = env_int("LOCAL_WORLD_SIZE", world, lo=1)
+    return Dist(env_int("RANK", 0), world, env_int("LOCAL_RANK", 0), local_world)
 
 
 def context(device: str = "auto") -> Dist:
@@ -143,13 +143,8 @@ def _timeout_setter():
 
 
 def _seconds(name: str, default: float) -> float:
-    try:
-        v = float(os.environ.get(name, default))
-    except ValueError:
-        raise DistError(f"{name}={os.environ[name]!r} is not a number of seconds") from None
-    if not v > 0:
-        raise DistError(f"{name}={os.environ[name]!r} must be a positive number of seconds")
-    return v
+    """A positive, finite number of seconds from the environment (one line otherwise)."""
+    return env_float(name, float(default))
 
 
 def join_failure_line(rank: int, world: int, seconds: float, e: BaseException) -> str:
@@ -219,7 +214,7 @@ def threads_per_rank() -> int | None:
     cores this process may use divided by the local ranks, unless ``OMP_NUM_THREADS`` was
     set to something other than torchrun's own default of 1 (which starves CPU ranks)."""
     if os.environ.get("KDEP_THREADS"):
-        return max(1, int(os.environ["KDEP_THREADS"]))
+        return max(1, env_int("KDEP_THREADS", 1, lo=0))
     d = env_ranks()
     if d is None or os.environ.get("OMP_NUM_THREADS", "1") != "1":
         return None

@@ -19,18 +19,25 @@ from torch.utils.data import DataLoader
 
 from . import dist
 from .augment import PARAM_FIELDS, AugmentSpec
-from .cache.manifest import finalize_store, load_or_init_config, record_shard, shard_done
-from .cache.schema import MANIFEST, RAW, shard_name
+from .cache.manifest import (
+    finalize_store,
+    load_or_init_config,
+    record_shard,
+    shard_done,
+    shard_entry,
+)
+from .cache.schema import CONFIG, IMAGES, MANIFEST, RAW, shard_name
 from .cache.store import write_shard
-from .checks import check_options
+from .checks import MAX_FILE_MB, check_options
 from .data import Collate, ViewDataset, collate, worker_init
 from .digest import SHA_BYTES
 from .errors import InputError
-from .fsio import rank_lock, read_json
+from .fsio import forget_on_failure, rank_lock, read_json
 from .gpu_decode import GpuItems, collate_bytes, render_batch, require_cuda
 from .identity import ARRAYS as IDENTITY
 from .identity import check_finished_shards, record_in_images_json
-from .images import scan_images
+from .image_files import composited_line
+from .images import ImageList, count_composited, scan_images
 from .models import load_teacher
 from .names import RENDER_GPU, STORAGE_DTYPES
 from .photometric import finish
@@ -68,6 +75,7 @@ class ExtractConfig:
     decode: str = "cpu"            # gpu: nvJPEG on CUDA (its own render method, recorded)
     rank: int = 0                  # this process writes shards s with s % world_size == rank
     world_size: int = 1
+    max_file_mb: float = MAX_FILE_MB  # larger files are skipped unread (not a content setting)
 
 
 def _validate(cfg: ExtractConfig) -> None:
@@ -90,12 +98,14 @@ def extract(cfg: ExtractConfig) -> dict:
                              f"torchrun's RANK={d.rank} WORLD_SIZE={d.world_size}: give one")
         cfg = replace(cfg, rank=d.rank, world_size=d.world_size)
     images = scan_images(cfg.data, cfg.file_list, cfg.fraction, cfg.seed)
+    images.max_bytes = int(cfg.max_file_mb * 2**20)
     teacher, tinfo = load_teacher(cfg.teacher, cfg.teacher_weights, cfg.norm,
                                   cfg.teacher_feature)
     if cfg.save_logits and not tinfo.num_classes:
         raise InputError(f"--save-logits: teacher {cfg.teacher} has no classifier to give logits")
     if cfg.image_size is None:  # timm pretrained_cfg / HF preprocessor_config, else 224
         cfg = replace(cfg, image_size=int(tinfo.input_size or DEFAULT_IMAGE_SIZE))
+        check_options({k: getattr(cfg, k) for k in ("image_size", "views", "batch_size")})
     device = dist.rank_device(resolve_device(cfg.device))
     precision = resolved_precision(device, cfg.precision)
     if cfg.decode == "gpu":
@@ -110,7 +120,8 @@ def extract(cfg: ExtractConfig) -> dict:
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
                 "param_fields": list(PARAM_FIELDS)}
-    with rank_lock(out, cfg.rank, cfg.world_size):  # ranks write disjoint shards
+    with (rank_lock(out, cfg.rank, cfg.world_size),  # a failure before the first shard:
+          forget_on_failure(out, (CONFIG, IMAGES), "shard-*.h5", cfg.world_size == 1)):
         load_or_init_config(out, settings, images.to_json())
         if (out / MANIFEST).is_file():
             log.info("%s is already complete", out)
@@ -144,7 +155,7 @@ def extract(cfg: ExtractConfig) -> dict:
         d.barrier("extract: waiting for every rank's shards")
         manifest = None
         if d.main or not d.enabled:  # torchrun: rank 0; separate ranks: the last to finish
-            manifest = _finalize(out, settings, n_shards, cfg, tinfo.dim, images.scan_record())
+            manifest = _finalize(out, settings, n_shards, cfg, tinfo.dim, images)
         d.barrier("extract: waiting for rank 0's manifest")
         if manifest is None and d.enabled:
             manifest = read_json(out / MANIFEST)
@@ -153,15 +164,20 @@ def extract(cfg: ExtractConfig) -> dict:
                "images_per_s": round(done_imgs / secs, 2) if secs > 0 else None,
                "bytes_written": written, "device": str(device), "precision": precision,
                "skipped": len(manifest["skipped"]) if manifest else None,
-               "ignored": images.scan_summary()}
+               "ignored": images.scan_summary(),
+               **({"transparent": composited_line(manifest["scan"])} if manifest else {})}
     return summary
 
 
 def _finalize(out: Path, settings: dict, n_shards: int, cfg: ExtractConfig, dim: int,
-              scan: dict):
+              images: ImageList):
     if not all((out / shard_name(s)).is_file() for s in range(n_shards)):
         return None  # other ranks (started separately) are still writing theirs
+    scan = images.scan_record()
     record_in_images_json(out, n_shards)
+    skipped = [x["id"] for s in range(n_shards) for x in shard_entry(out, s).get("skipped", [])]
+    scan = {**scan, "composited": count_composited(images, skipped),
+            "background": list(cfg.augment.background)}  # #23.19: transparent images
     return finalize_store(out, settings, n_shards, arrays=_array_names(cfg),
                           extra={"dim": dim, "dtype": cfg.dtype, "scan": scan})
 

@@ -27,6 +27,7 @@ from .cache.manifest import (
     shard_done,
 )
 from .cache.schema import (
+    CONFIG,
     MANIFEST,
     PROJECTION_FILE,
     RAW,
@@ -37,7 +38,7 @@ from .cache.store import Store, write_shard
 from .checks import check_options
 from .digest import array_sha
 from .errors import ArtifactError, InputError
-from .fsio import fingerprint, writer_lock
+from .fsio import fingerprint, remove_files, writer_lock
 from .pca import Moments, std_ratio
 from .progress import Progress
 from .projection_io import load_projection, write_projection  # noqa: F401  (load_projection re-exported)
@@ -119,6 +120,10 @@ def fit_svd(cfg: FitConfig) -> dict:
     return summary
 
 
+class NonFiniteTargets(ArtifactError):
+    """The transform of these settings overflows the storage dtype."""
+
+
 def _fit(cfg: FitConfig) -> dict:
     cache = Store(cfg.cache, RAW)
     dim = _resolve_dim(cfg)
@@ -145,8 +150,12 @@ def _fit(cfg: FitConfig) -> dict:
                     "spec": spec.to_json(), "fit_views": views, "dtype": cfg.dtype,
                     "n_images": cache.n_images, "views": cache.views, "dim": dim}
         load_or_init_config(out, settings)
-        write_projection(out / PROJECTION_FILE, proj, proj_fp, cache, views, m.n, explained)
-        t_std, positive = _write_targets(cache, proj, out, settings, views, cfg.dtype)
+        try:
+            write_projection(out / PROJECTION_FILE, proj, proj_fp, cache, views, m.n, explained)
+            t_std, positive = _write_targets(cache, proj, out, settings, views, cfg.dtype)
+        except NonFiniteTargets:  # nothing these settings make is usable: leave nothing (#23.12)
+            remove_files(out, (CONFIG, PROJECTION_FILE, "shard-*.h5", "shard-*.json"))
+            raise
         one_sided = int(np.sum(positive[proj.live()] < ONE_SIDED))
         warning = one_sided_warning(one_sided, int(proj.live().sum()))
         if warning:
@@ -240,9 +249,10 @@ def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fi
             t[~ok] = 0.0
             tgt[v] = t.astype(dt)
             if not np.all(np.isfinite(tgt[v])):  # never write a non-finite target
-                raise ArtifactError(f"targets of images {lo}..{hi} (view {v}) are not finite in "
-                                    f"{dtype} (largest |target| {np.nanmax(np.abs(t)):.3g}): "
-                                    "use --dtype float32 or another --transform")
+                raise NonFiniteTargets(f"targets of images {lo}..{hi} (view {v}) are not finite "
+                                       f"in {dtype} (largest |target| "
+                                       f"{np.nanmax(np.abs(t)):.3g}): use --dtype float32, "
+                                       "larger --pts-t / --pts-n or another --transform")
             if v in fit_views:
                 t = tgt[v][ok].astype(np.float64)
                 tm, pos = tm.update(t), pos + (t > 0).sum(0)

@@ -1,4 +1,4 @@
-"""Crash-safe file output: atomic writes, content hashes, and a one-writer lock.
+"""Crash-safe file output: atomic writes, content hashes (the one-writer lock: :mod:`.locks`).
 
 Every artifact is written under a temporary name, fsync'ed and renamed into place, so a
 reader never sees a partial file under its final name. Disk-full and other write errors
@@ -12,13 +12,12 @@ import hashlib
 import json
 import os
 import shutil
-import socket
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ArtifactError, LockedError
+from .errors import ArtifactError, os_error_line
+from .locks import lock_holder_alive, rank_lock, writer_lock  # noqa: F401 (their old home)
 
 
 def canonical_json(obj: Any) -> str:
@@ -144,92 +143,61 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise
+        raise ArtifactError(f"{path} is missing: {Path(path).parent} is incomplete or not the "
+                            "kind of folder this command reads") from None
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{path} is unreadable or not valid JSON: {e}") from e
 
 
-@contextmanager
-def writer_lock(directory: str | os.PathLike, name: str = ".lock"):
-    """Hold ``directory/<name>`` for the duration; refuse at once if a live process holds it.
+def remove_files(directory: str | os.PathLike, patterns) -> None:
+    """Remove the files of ``directory`` that match any of ``patterns`` (glob, not recursive)."""
+    for pattern in patterns:
+        for f in Path(directory).glob(pattern):
+            if f.is_file():
+                f.unlink(missing_ok=True)
 
-    The lock records pid and host; a lock of a dead process on this host is stale and taken over.
-    """
+
+@contextmanager
+def forget_on_failure(directory: Path, names, progress_glob: str, enabled: bool = True):
+    """Settings files ``names`` that this block writes into ``directory`` are removed again
+    if it fails before any ``progress_glob`` file exists (a run refused or out of memory before
+    its first shard), so they do not lock ``directory`` to settings that never produced."""
     directory = Path(directory)
-    created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / name
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-    for _ in range(2):
+    fresh = enabled and not any((directory / n).exists() for n in names)
+    try:
+        yield
+    except BaseException:
+        if fresh and not any(directory.glob(progress_glob)):
+            for n in names:
+                (directory / n).unlink(missing_ok=True)
+        raise
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append ``line`` (+ newline) to ``path``. On any OS error (disk full) the file is left
+    as it was (cut back to its old size, or removed if this call created it) and a one-line
+    :class:`ArtifactError` is raised."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode()
+    try:
+        old = path.stat().st_size
+    except FileNotFoundError:
+        old = None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                other = json.loads(lock.read_text() or "{}")
-            except (OSError, ValueError):
-                other = {}
-            if other.get("host") == me["host"] and not _alive(int(other.get("pid", -1))):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            raise LockedError(
-                f"{directory} is being written by pid {other.get('pid', '?')} on "
-                f"{other.get('host', '?')}; wait for it or remove {lock} if that process is gone"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        for tmp in directory.glob("*.tmp"):  # partial files of killed writers: never complete
-            pid = tmp.name.rsplit(".", 2)[-2]
-            if not (pid.isdigit() and _alive(int(pid))):
-                tmp.unlink(missing_ok=True)
-        break
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        if created and not any(directory.iterdir()):
-            directory.rmdir()  # a run refused before writing anything leaves nothing behind
-
-
-@contextmanager
-def rank_lock(directory: str | os.PathLike, rank: int, world_size: int):
-    """:func:`writer_lock` for one of ``world_size`` processes writing disjoint parts of one
-    directory (extract ranks): one lock per rank; a writer of another world size (e.g. a
-    one-process run beside rank 0 of 2) is refused at once."""
-    mine = ".lock" if world_size == 1 else f".lock-rank{rank}-of-{world_size}"
-    with writer_lock(directory, mine):
-        for lock in Path(directory).glob(".lock*"):
-            if lock.name == mine or lock.name.endswith(".tmp"):
-                continue
-            same_world = (world_size > 1 and lock.name.startswith(".lock-rank")
-                          and lock.name.rsplit("-of-", 1)[-1] == str(world_size))
-            if not same_world and lock_holder_alive(lock):
-                raise LockedError(f"{directory} is being written by another extract "
-                                  f"({lock.name}, another --world-size or a one-process run): "
-                                  "wait for it, or use the same --world-size for every rank")
-        yield
-
-
-def lock_holder_alive(lock: Path) -> bool:
-    """Is the process recorded in lock file ``lock`` alive (or on another host, unknowable)?"""
-    try:
-        other = json.loads(lock.read_text() or "{}")
-    except (OSError, ValueError):
-        return False
-    if other.get("host") != socket.gethostname():
-        return True
-    return _alive(int(other.get("pid", -1)))
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # Linux: a killed process not yet reaped (a zombie, state Z) holds nothing any more
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as e:
+        try:
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.truncate(path, old)
+        except OSError:
+            pass
+        raise ArtifactError(f"could not append to {path}: {os_error_line(e)}; the file is as "
+                            "before") from e

@@ -77,12 +77,13 @@ def read_item(images, i: int, views, spec: AugmentSpec, seed: int, params=None):
     size from the header). -> (i, Jpeg, params (K, P), ok, reason, ident)."""
     from .data import jpeg_header
     path = Path(images.root) / images.paths[i]
-    ident = file_identity(path)
-    head = jpeg_header(path)
+    why = images.problem(i)  # a FIFO, a device, a huge file: skipped unread (#23.3)
+    ident = file_identity(path) if why is None else (-1, bytes(32))
+    head = jpeg_header(path) if why is None else None
     if head is None:
         return (i, Jpeg(torch.zeros(0, dtype=torch.uint8), 1, images.paths[i]),
                 torch.zeros(len(views), N_PARAMS, dtype=torch.float64), False,
-                "not a JPEG: --decode gpu reads JPEGs only", ident)
+                why or "not a JPEG: --decode gpu reads JPEGs only", ident)
     data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
     if params is None:
         params = np.stack([sample_params(spec, seed, v, i, head[0], head[1]) for v in views])

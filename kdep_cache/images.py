@@ -23,12 +23,22 @@ from PIL import Image, ImageFile, ImageOps
 
 from .checks import BACKGROUNDS, DEFAULT_BACKGROUND
 from .errors import InputError
+from .image_files import (  # noqa: F401  (file_problem, composited: re-exported)
+    ALPHA_MODES,
+    NOT_UTF8,
+    composited,
+    count_composited,
+    file_problem,
+    jpeg_too_short,
+    printable,
+    utf8,
+)
 from .svg import SVG_EXTENSIONS, SVG_HINT, rasterise, svg_supported
 
 log = logging.getLogger(__name__)
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a short file is an error, never grey blocks
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MAX_PIXELS = 89_478_485  # PIL's own default bomb limit; larger declared sizes are refused
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 class BadImage(Exception):
@@ -44,6 +54,12 @@ class ImageList:
     ignored: dict = field(default_factory=dict)        # extension -> files left out
     ignored_files: list = field(default_factory=list)  # their relative paths
     skipped_dirs: list = field(default_factory=list)   # {"path", "reason"}: not listed
+    skipped_files: list = field(default_factory=list)  # {"path", "reason"}: image names not used
+    max_bytes: int | None = None  # files above are skipped unread (extract --max-file-mb)
+
+    def problem(self, i: int) -> str | None:
+        """Why image ``i`` must not be opened (not a regular file, too large), or None."""
+        return file_problem(os.path.join(self.root, self.paths[i]), self.max_bytes)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,19 +72,19 @@ class ImageList:
         return {"root": self.root, "paths": self.paths, "labels": self.labels,
                 "classes": self.classes, "fingerprint": self.fingerprint,
                 "ignored": self.ignored, "ignored_files": self.ignored_files,
-                "skipped_dirs": self.skipped_dirs}
+                "skipped_dirs": self.skipped_dirs, "skipped_files": self.skipped_files}
 
     @classmethod
     def from_json(cls, d: dict, root: str | None = None) -> "ImageList":
         return cls(root or d["root"], list(d["paths"]), list(d["labels"]), list(d["classes"]),
                    dict(d.get("ignored") or {}), list(d.get("ignored_files") or []),
-                   list(d.get("skipped_dirs") or []))
+                   list(d.get("skipped_dirs") or []), list(d.get("skipped_files") or []))
 
     def scan_record(self) -> dict:
         """What the scan left out, for a summary and a manifest (counts, not every path)."""
         rec = {"ignored": dict(sorted(self.ignored.items(), key=lambda kv: (-kv[1], kv[0]))),
                "ignored_total": sum(self.ignored.values()),
-               "skipped_dirs": self.skipped_dirs}
+               "skipped_dirs": self.skipped_dirs, "skipped_files": self.skipped_files}
         if self.ignored.get(".svg"):
             rec["note"] = f"{self.ignored['.svg']} SVG files ignored: {SVG_HINT}"
         return rec
@@ -82,6 +98,9 @@ class ImageList:
         if self.skipped_dirs:
             parts.append(f"{len(self.skipped_dirs)} folders not scanned (e.g. "
                          f"{self.skipped_dirs[0]['path']}: {self.skipped_dirs[0]['reason']})")
+        if self.skipped_files:
+            parts.append(f"{len(self.skipped_files)} image files not used (e.g. "
+                         f"{self.skipped_files[0]['path']}: {self.skipped_files[0]['reason']})")
         if self.ignored.get(".svg"):
             parts.append(f"SVG: {SVG_HINT}")
         return "; ".join(parts) or "none"
@@ -109,6 +128,9 @@ def scan_images(root: str | os.PathLike, file_list: str | os.PathLike | None = N
             lines = Path(file_list).read_text().splitlines()
         except OSError as e:
             raise InputError(f"cannot read --file-list {file_list}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise InputError(f"--file-list {file_list} is not UTF-8 text ({e.reason} at byte "
+                             f"{e.start})") from None
         paths = sorted({ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")})
         bad = [p for p in paths if os.path.isabs(p) or ".." in Path(p).parts]
         if bad:
@@ -117,7 +139,7 @@ def scan_images(root: str | os.PathLike, file_list: str | os.PathLike | None = N
         if missing:
             raise InputError(f"{len(missing)} files of --file-list are not under {root}, "
                              f"e.g. {missing[:3]}")
-        report: tuple = ({}, [], [])
+        report: tuple = ({}, [], [], [])
     else:
         paths, report = _walk(rootp)
     if not paths:
@@ -136,13 +158,16 @@ def scan_images(root: str | os.PathLike, file_list: str | os.PathLike | None = N
     return il
 
 
-def _walk(rootp: Path) -> tuple[list[str], tuple[dict, list, list]]:
+def _walk(rootp: Path) -> tuple[list[str], tuple[dict, list, list, list]]:
     """Image paths under ``rootp``, and what was left out: ``({ext: n}, [paths],
-    [{"path", "reason"}])`` for files by extension and folders not listed."""
+    [{"path", "reason"}], [{"path", "reason"}])`` for files by extension, folders not
+    listed and image files not used (a name that is not UTF-8 cannot be recorded in JSON)."""
     exts, paths, ignored, ignored_files, skipped_dirs = image_extensions(), [], {}, [], []
+    skipped_files: list = []
 
     def unlistable(err: OSError) -> None:
-        rel = Path(err.filename).relative_to(rootp).as_posix() if err.filename else "?"
+        rel = (printable(Path(err.filename).relative_to(rootp).as_posix()) if err.filename
+               else "?")
         skipped_dirs.append({"path": rel, "reason": f"cannot list: {err.strerror or err}"})
         log.warning("cannot list folder %s: %s", err.filename, err.strerror or err)
 
@@ -150,18 +175,30 @@ def _walk(rootp: Path) -> tuple[list[str], tuple[dict, list, list]]:
         rel = Path(dirpath).relative_to(rootp)
         for d in sorted(dirnames):
             if os.path.islink(os.path.join(dirpath, d)):  # not followed (loops, escapes)
-                skipped_dirs.append({"path": (rel / d).as_posix(),
+                skipped_dirs.append({"path": printable((rel / d).as_posix()),
                                      "reason": "symlinked folder, not followed"})
-        dirnames.sort()
+            elif not utf8(d):
+                skipped_dirs.append({"path": printable((rel / d).as_posix()),
+                                     "reason": f"folder {NOT_UTF8}"})
+                log.warning("not scanning folder %s: %s", printable(d), NOT_UTF8)
+        dirnames[:] = sorted(d for d in dirnames if utf8(d))
         for fn in filenames:
             relp = (rel / fn).as_posix()
-            if fn.lower().endswith(exts) and not fn.startswith("."):
+            if not utf8(fn):
+                if fn.lower().endswith(exts):
+                    skipped_files.append({"path": printable(relp), "reason": NOT_UTF8})
+                    log.warning("skipping %s: %s", printable(relp), NOT_UTF8)
+                else:
+                    ignored[printable(_ext(fn))] = ignored.get(printable(_ext(fn)), 0) + 1
+                    ignored_files.append(printable(relp))
+            elif fn.lower().endswith(exts) and not fn.startswith("."):
                 paths.append(relp)
             else:
                 ignored[_ext(fn)] = ignored.get(_ext(fn), 0) + 1
                 ignored_files.append(relp)
                 log.debug("ignored (not an image extension): %s", relp)
-    return sorted(paths), (ignored, sorted(ignored_files), skipped_dirs)
+    return sorted(paths), (ignored, sorted(ignored_files), skipped_dirs,
+                           sorted(skipped_files, key=lambda x: x["path"]))
 
 
 def class_balanced_subset(il: ImageList, fraction: float, seed: int) -> ImageList:
@@ -177,18 +214,21 @@ def class_balanced_subset(il: ImageList, fraction: float, seed: int) -> ImageLis
         keep.extend(rng.choice(idx, size=k, replace=False).tolist())
     keep.sort()
     return ImageList(il.root, [il.paths[i] for i in keep], [il.labels[i] for i in keep],
-                     il.classes, il.ignored, il.ignored_files, il.skipped_dirs)
+                     il.classes, il.ignored, il.ignored_files, il.skipped_dirs, il.skipped_files,
+                     il.max_bytes)
 
 
 def load_rgb(path: str | os.PathLike,
-             background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND], draft: int = 1) -> Image.Image:
+             background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND], draft: int = 1,
+             max_bytes: int | None = None) -> Image.Image:
     """Decode ``path`` to an 8-bit RGB PIL image, or raise :class:`BadImage` with a reason.
     Transparent pixels are composited onto ``background`` (an RGB triple). ``draft`` = 2, 4
     or 8: a JPEG is decoded at 1/draft of its size in the DCT domain (each side rounded up;
     other formats ignore it: the caller tells them apart by the size it gets)."""
+    why = file_problem(path, max_bytes)  # before any open: FIFOs, devices, huge files
+    if why is not None:
+        raise BadImage(why)
     try:
-        if os.path.getsize(path) == 0:
-            raise BadImage("zero-byte file")
         if str(path).lower().endswith(SVG_EXTENSIONS):
             try:
                 return _to_rgb(rasterise(path, MAX_PIXELS), background)
@@ -202,6 +242,8 @@ def load_rgb(path: str | os.PathLike,
                     raise BadImage(f"declared size {w}x{h} exceeds the {MAX_PIXELS} pixel limit")
                 if w < 1 or h < 1:
                     raise BadImage(f"empty image {w}x{h}")
+                if im.format == "JPEG" and (why := jpeg_too_short(path, w, h)):
+                    raise BadImage(why)
                 im.seek(0)  # first frame of animations
                 if draft > 1 and im.format == "JPEG":  # PIL picks the largest scale <= asked
                     im.draft(im.mode, (max(1, w // draft), max(1, h // draft)))
@@ -239,7 +281,7 @@ def _to_rgb(im: Image.Image, background: tuple = (0, 0, 0)) -> Image.Image:
         return Image.fromarray(a8, "L").convert("RGB")
     if im.mode == "P":
         im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if im.mode in ALPHA_MODES:
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (*(int(c) for c in background), 255))
         return Image.alpha_composite(bg, im).convert("RGB")

@@ -49,4 +49,6 @@ RESULTS = "results.json"
 CONFIG = "config.json"
 IMAGES = "images.json"
 PROJECTION_FILE = "projection.h5"
+MANIFEST = "manifest.json"  # written last by extract / fit-svd: the store is complete
+DIAGNOSE_REPORT = "diagnose.json"
 STUDENT_SAFETENSORS = "student.safetensors"  # the same tensors as STUDENT_FILE, no pickle

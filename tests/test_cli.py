@@ -78,6 +78,18 @@ BAD = [  # (command, options, part of the message)
     ("train-student", ["--student", "resnet19"], "unknown --student 'resnet19'"),
     ("train-student", ["--cache", "/nonexistent/c"], "--cache /nonexistent/c does not exist"),
     ("train-student", ["--data", "/nonexistent/d"], "--data /nonexistent/d does not exist"),
+    # #23.4: upper bounds, before anything is written
+    ("extract", ["--views", "1000000000000"], "--views must be <= 1000"),
+    ("extract", ["--image-size", "1000000000000"], "--image-size must be <= 4096"),
+    ("extract", ["--workers", "1000000000000"], "--workers must be <= "),
+    ("extract", ["--batch-size", "1000000000000"], "--batch-size must be <= "),
+    ("extract", ["--shard-size", "1000000000000"], "--shard-size must be <= "),
+    ("extract", ["--views", "1000", "--image-size", "4096"], "GiB of views"),
+    ("fit-svd", ["--dim", "1000000000000"], "--dim must be <= "),
+    ("train-student", ["--epochs", "1000000000000"], "--epochs must be <= 100000"),
+    ("train-student", ["--workers", "1000000000000"], "--workers must be <= "),
+    ("train-student", ["--max-views", "1000000000000"], "--max-views must be <= 1000"),
+    ("train-student", ["--image-size", "1000000000000"], "--image-size must be <= 4096"),
 ]
 
 
@@ -214,3 +226,16 @@ def test_ecosystem_names_pass_the_torch_free_checks(tmp_path):
         checks.extract_args({"data": str(tmp_path / "d"), "teacher": "hf:/nonexistent/hf"})
     with pytest.raises(InputError, match="unknown --student 'timm:'"):
         checks.train_args({"student": "timm:", "out": "x"})
+
+
+def test_crop_scale_with_center_crops_is_named_as_ignored(dirs, caplog):
+    """#23.15: --crop-scale means nothing to --augment center: one warning line, not silence
+    (and none when --crop-scale is left at its default)."""
+    for extra, warned in ((["--augment", "center", "--crop-scale", "0.5", "1"], True),
+                          (["--augment", "center"], False),
+                          (["--crop-scale", "0.5", "1"], False)):
+        caplog.clear()
+        r = CliRunner().invoke(main, _args("extract", dirs, extra))
+        assert "no images" in r.output  # the (empty) folder is refused after the options
+        hits = [m for m in caplog.messages if "--crop-scale does not apply" in m]
+        assert len(hits) == int(warned), (extra, caplog.messages)

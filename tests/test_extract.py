@@ -166,3 +166,20 @@ def test_ranks_write_disjoint_shards_of_one_cache(images, tmp_path, teacher_file
     r1 = extract(extract_cfg(images, tmp_path / "multi", teacher_file, rank=1, world_size=2))
     assert r1["complete"]
     _same(tmp_path / "one", tmp_path / "multi")
+
+
+def test_a_run_that_fails_before_its_first_shard_leaves_out_reusable(images, tmp_path,
+                                                                      teacher_file, monkeypatch):
+    """#23.4: config.json / images.json of a run that wrote no shard do not lock --out."""
+    from kdep_cache import extract as ex
+    out = tmp_path / "c"
+
+    def oom(*a, **k):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(ex, "_extract_shard", oom)
+    with pytest.raises(MemoryError):
+        extract(extract_cfg(images, out, teacher_file, views=3))
+    assert not out.exists()  # nothing left: not even the folder it created
+    monkeypatch.undo()
+    assert extract(extract_cfg(images, out, teacher_file, views=2))["complete"]

@@ -26,7 +26,7 @@ from kdep_cache.cache.store import Store
 from kdep_cache.cli import main
 from kdep_cache.data import render_views
 from kdep_cache.errors import InputError
-from kdep_cache.images import ImageList, load_rgb, scan_images
+from kdep_cache.images import BadImage, ImageList, load_rgb, scan_images
 from kdep_cache.models.registry import NORMALIZATIONS
 from kdep_cache.svg import svg_supported
 
@@ -224,3 +224,61 @@ def test_palette_transparency_follows_the_background(tmp_path):
     (tmp_path / "p.png").write_bytes(buf.getvalue())
     im = load_rgb(tmp_path / "p.png", (255, 255, 255))
     assert im.getpixel((0, 0)) == (255, 255, 255) and im.getpixel((1, 1)) == (255, 0, 0)
+
+
+def test_transparent_images_are_counted_in_the_summary_and_manifest(tmp_path, teacher_file):
+    """#23.19: images composited on --background are counted, not silently changed."""
+    from conftest import HERE
+
+    from kdep_cache.extract import extract
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for f in sorted((HERE / "data" / "cifar" / "cat").iterdir())[:2]:
+        (d / f.name).write_bytes(f.read_bytes())
+    Image.new("RGBA", (24, 20), (255, 0, 0, 100)).save(d / "alpha.png")
+    pal = Image.new("P", (24, 20), 1)
+    pal.putpalette([0, 255, 0, 255, 0, 0] + [0] * 762)
+    pal.save(d / "keyed.png", transparency=0)
+    Image.new("RGB", (24, 20), (1, 2, 3)).save(d / "opaque.png")
+    Image.new("LA", (24, 20), (9, 0)).save(d / "gray_alpha.png")
+    r = extract(extract_cfg(d, tmp_path / "c", teacher_file, views=1,
+                            augment=AugmentSpec(background=(255, 255, 255))))
+    assert r["transparent"] == "3 images with transparency composited on white (255,255,255)"
+    scan = Store(tmp_path / "c", RAW).manifest["scan"]
+    assert scan["composited"] == 3 and scan["background"] == [255, 255, 255]
+
+
+AI_SVG = b"""<?xml version="1.0" encoding="utf-8"?>
+<!-- Generator: Adobe Illustrator 24.0.0, SVG Export Plug-In  -->
+<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd" [
+\t<!ENTITY ns_svg "http://www.w3.org/2000/svg">
+\t<!ENTITY ns_xlink "http://www.w3.org/1999/xlink">
+\t<!ENTITY st0 "fill:#FF0000;">
+]>
+<svg version="1.1" xmlns="&ns_svg;" xmlns:xlink="&ns_xlink;" width="40" height="30">
+<rect x="10" y="5" width="20" height="20" style="&st0;"/></svg>
+"""
+LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a0 "xxxxxxxxxx">'
+          + b"".join(b'<!ENTITY a%d "%s">' % (i, b"&a%d;" % (i - 1) * 10) for i in range(1, 10))
+          + b']><svg xmlns="http://www.w3.org/2000/svg" width="4" height="4">'
+          + b"<text>&a9;</text></svg>")
+EXTERNAL = (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/hostname">]>'
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><text>&x;</text>'
+            b"</svg>")
+
+
+@pytest.mark.skipif(not svg_supported(), reason="cairosvg not installed")
+def test_svg_internal_entities_are_expanded_external_and_bombs_refused(tmp_path):
+    """#23.18: Illustrator's internal entities render; external entities and expansion bombs
+    are refused with the reason named, not as "unreadable"."""
+    (tmp_path / "ai.svg").write_bytes(AI_SVG)
+    im = load_rgb(tmp_path / "ai.svg", (0, 255, 0))
+    assert im.size == (40, 30) and im.getpixel((20, 15)) == (255, 0, 0)
+    assert im.getpixel((2, 2)) == (0, 255, 0)  # transparent: the background
+    for name, data, why in (("laughs.svg", LAUGHS, "refused: entity expansion"),
+                            ("ext.svg", EXTERNAL, "refused: external entity"),
+                            ("unused_ext.svg", EXTERNAL.replace(b"&x;", b""),
+                             "refused: external entity")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(BadImage, match=f"^{why}$"):
+            load_rgb(tmp_path / name)

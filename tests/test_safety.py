@@ -487,3 +487,53 @@ def test_hdf5_attributes_are_json_strings_and_arrays_plain(pipe):
                 assert isinstance(json.loads(h.attrs[k]), dict)
             for k in h:
                 assert h[k].dtype.kind in "fiub", (f, k)  # no object / opaque (pickle) data
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"pid": "abc", "host": 1}', "[]"])
+def test_empty_or_unparsable_lock_is_taken_over_once_old(tmp_path, monkeypatch, caplog, content):
+    """#23.5: a kill right after the lock is created (or a full disk) leaves an empty .lock:
+    it holds no writer, so it is taken over with one warning line, young or old."""
+    from kdep_cache import locks
+    monkeypatch.setattr(locks, "LOCK_GRACE_S", 0.3)
+    for age in (10.0, 0.0):  # old: at once; young: after the grace time
+        d = tmp_path / f"age{age:g}"
+        d.mkdir()
+        (d / ".lock").write_text(content)
+        os.utime(d / ".lock", (time.time() - age,) * 2)
+        with writer_lock(d):
+            assert json.loads((d / ".lock").read_text())["pid"] == os.getpid()
+        assert not (d / ".lock").exists()
+    assert caplog.text.count("taking over") == 2
+
+
+def test_a_young_empty_lock_whose_writer_records_itself_is_respected(tmp_path, monkeypatch):
+    """The grace time exists for a live writer between creating its lock and writing it."""
+    import threading
+
+    from kdep_cache import locks
+    monkeypatch.setattr(locks, "LOCK_GRACE_S", 1.0)
+    (tmp_path / ".lock").write_text("")
+    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    t = threading.Timer(0.2, lambda: (tmp_path / ".lock").write_text(record))
+    t.start()
+    with pytest.raises(LockedError, match=f"pid {os.getpid()}"):
+        with writer_lock(tmp_path):
+            pass
+    t.join()
+
+
+def test_disk_full_while_recording_the_lock_leaves_no_empty_lock(tmp_path, monkeypatch):
+    """#23.5 at its source: the lock is removed when its record cannot be written."""
+    import errno
+
+    from kdep_cache import locks
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(locks, "json", SimpleNamespace(dump=full, loads=json.loads))
+    (tmp_path / "d").mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        with writer_lock(tmp_path / "d"):
+            pass
+    assert not (tmp_path / "d" / ".lock").exists()

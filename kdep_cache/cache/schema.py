@@ -12,6 +12,7 @@ from ..names import (  # noqa: F401  (re-exported)
     CHECKPOINT,
     CONFIG,
     IMAGES,
+    MANIFEST,
     METRICS,
     PROJECTION_FILE,
     RESULTS,
@@ -26,7 +27,6 @@ PROJECTION = "kdep-cache/projection"  # fit-svd projection artifact
 STUDENT = "kdep-cache/student"        # train-student output sidecar
 TRANSFER = "kdep-cache/transfer"      # transfer results.json
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 ARRAY_ATTR = "kdep"  # JSON string attribute on every shard (never pickles)
 
 

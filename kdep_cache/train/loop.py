@@ -18,6 +18,7 @@ from torch import nn
 from ..cache.schema import CHECKPOINT, METRICS
 from ..dist import Dist
 from ..errors import InputError, TrainingError
+from ..fsio import append_line
 from ..progress import Progress, duration
 from ..runtime import autocast
 from .checkpoint import (
@@ -176,8 +177,7 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
                                       "epoch": epoch + 1, "settings": json.dumps(settings),
                                       "history": json.dumps(history), "rng": rngs,
                                       "scaler": scaler.state_dict() if scaler.is_enabled() else {}})
-            with open(run_dir / METRICS, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_line(run_dir / METRICS, json.dumps(rec))  # disk full: one line (#23.9)
         prog.line(f"epoch {epoch + 1}/{schedule.epochs}: loss {rec['loss']:.4f}, "
                   f"{rec['images_per_s']} img/s, {duration(secs)}")
     prog.close()
