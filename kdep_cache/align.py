@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .fitcheck import min_rows
 from .names import ALIGNERS, NULLS, TRANSFORMS  # noqa: F401  (defined once, there)
 from .pca import Moments, pca
 
@@ -125,10 +126,11 @@ def fit_projection(spec: AlignSpec, m: Moments) -> Projection:
     """Build the projection of ``spec`` from the streaming moments ``m`` of the raw features."""
     dt = m.mean.shape[0]
     check_spec(spec, dt)
-    need = spec.dim + 1 if spec.aligner == "svd" else 2
-    if m.n < need:
+    need = min_rows(spec.dim, spec.aligner, spec.null)
+    if m.n < need:  # fit-svd refuses this from the manifest first (fitcheck.check_rows)
         raise InputError(f"only {m.n} fitted samples for a {spec.dim}-component {spec.aligner} "
-                         f"projection: need at least {need} (more images or --fit-views all)")
+                         f"projection: need at least {need} (more rows, a smaller --dim or "
+                         "--null zero)")
     raw_std = np.sqrt(m.var)
     evals, evecs = pca(m) if spec.aligner == "svd" else (np.linalg.eigvalsh(m.cov)[::-1], None)
     center = np.zeros(dt)
