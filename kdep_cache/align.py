@@ -21,14 +21,17 @@ benchmarks/results/repro-small.md).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import InputError
 from .fitcheck import min_rows
 from .names import ALIGNERS, NULLS, TRANSFORMS  # noqa: F401  (defined once, there)
 from .pca import Moments, pca
+
+if TYPE_CHECKING:  # torch only where a tensor is mapped: fit-svd's checks run without it
+    import torch
 
 NULL_RTOL = 1e-3  # std relative to the top component (float16 rounding sits near 1e-4)
 
@@ -78,6 +81,7 @@ class Projection:
 
     def apply_torch(self, x: torch.Tensor) -> torch.Tensor:
         """Same map in float32 torch (for online distillation)."""
+        import torch
         c = torch.as_tensor(self.center, dtype=torch.float32, device=x.device)
         w = torch.as_tensor(self.weight * self.scale, dtype=torch.float32, device=x.device)
         a = (x.float() - c) @ w

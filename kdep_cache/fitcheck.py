@@ -110,6 +110,9 @@ def check_rows(manifest: dict, views: list[int], dim: int, aligner: str = "svd",
                      f"{need}, the cache gives {what}. Options: {'; '.join(fixes)}")
 
 
+_SPEC_KEYS = ("aligner", "transform", "pts_t", "pts_n", "seed", "null")
+
+
 def precheck(opts: dict) -> None:
     """The CLI's torch-free checks of ``fit-svd`` options (``opts``: the click parameters)."""
     m = raw_manifest(opts["cache"])
@@ -118,7 +121,10 @@ def precheck(opts: dict) -> None:
     if dim is None:
         dim = STUDENT_WIDTHS.get(str(opts.get("student")))
     if dim is not None:
-        check_rows(m, views, int(dim), opts.get("aligner") or "svd", opts.get("null") or "keep")
+        from .align import AlignSpec, check_spec  # numpy only
+        spec = AlignSpec(int(dim), **{k: opts[k] for k in _SPEC_KEYS if opts.get(k) is not None})
+        check_spec(spec, int(m["dim"]))
+        check_rows(m, views, spec.dim, spec.aligner, spec.null)
 
 
 def rank_warning(null_dims: int, dim: int, null: str, transform: str) -> str | None:

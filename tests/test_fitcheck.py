@@ -131,13 +131,20 @@ def test_fit_svd_on_a_folder_that_is_no_cache_says_what_it_is_without_torch(tmp_
 
 
 def test_too_few_rows_for_a_known_student_refused_by_the_cli_without_torch(tmp_path):
-    make_fake_cache(tmp_path / "c", _feats(2, 40, 16), shard_size=40)
+    make_fake_cache(tmp_path / "c", _feats(2, 40, 1300), shard_size=40)
     args = ["fit-svd", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"),
             "--student", "mobilenet_v2", "--fit-views", "all"]
     r = subprocess.run([sys.executable, "-c", TORCH_FREE, *args], capture_output=True,
                        text=True, timeout=60)
     assert r.stdout.strip() == "EXIT 2 False", (r.stdout, r.stderr)
     assert "need at least 1281" in r.stderr and "= 80 rows" in r.stderr
+    make_fake_cache(tmp_path / "s", _feats(1, 40, 16), shard_size=40)
+    args[2] = str(tmp_path / "s")
+    args[args.index("--student"):args.index("--student") + 2] = ["--dim", "20"]
+    r = subprocess.run([sys.executable, "-c", TORCH_FREE, *args], capture_output=True,
+                       text=True, timeout=60)  # the projection's own checks: torch-free too
+    assert r.stdout.strip() == "EXIT 2 False", (r.stdout, r.stderr)
+    assert "--dim 20 is larger than the teacher width 16" in r.stderr
     # the CLI's message is the one line (no traceback); --dim gives the same check
     r = CliRunner().invoke(main, ["fit-svd", "--cache", str(tmp_path / "c"), "--out",
                                   str(tmp_path / "o"), "--dim", "100", "--fit-views", "0"])
