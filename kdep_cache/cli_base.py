@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 
 import click
@@ -42,7 +43,22 @@ def resume_command(ctx: click.Context) -> str | None:
             argv.append("--resume")
     elif ctx.info_name not in SAME_COMMAND_RESUMES:
         return None
-    return shlex.join([PROG, *argv])
+    return shlex.join([*runnable_prog(), *argv])
+
+
+def runnable_prog() -> list[str]:
+    """How to start this program again from a shell, as printed in a resume command: the bare
+    name where ``kdep-cache`` on PATH is the executable running now, else that executable's
+    absolute path (after ``make`` without an active venv: ``/.../.venv/bin/kdep-cache``), or
+    ``python -m kdep_cache`` when run so; the bare name when the caller is not a script."""
+    exe = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(exe) == PROG:
+        found = shutil.which(PROG)
+        same = found is not None and os.path.realpath(found) == os.path.realpath(exe)
+        return [PROG] if same else [exe]
+    if exe.endswith(os.path.join("kdep_cache", "__main__.py")):
+        return [sys.executable, "-m", "kdep_cache"]
+    return [PROG]
 
 
 def _run(fn):
