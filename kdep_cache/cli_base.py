@@ -20,6 +20,7 @@ import click
 
 from . import __version__
 from .errors import KdepError
+from .progress import LOG_DATEFMT, log_format
 
 PROG = "kdep-cache"
 SAME_COMMAND_RESUMES = ("extract", "fit-svd")  # continue from the last shard when rerun
@@ -110,7 +111,8 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     own = logging.WARNING if quiet or _rank() != "0" else (
         logging.DEBUG if verbose else logging.INFO)  # under torchrun, rank 0 reports
     root = logging.DEBUG if verbose > 1 else logging.WARNING
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(format=log_format(sys.stderr.isatty()), datefmt=LOG_DATEFMT,
+                        stream=sys.stderr)  # off a terminal, each line with its time
     logging.getLogger().setLevel(root)
     logging.getLogger("kdep_cache").setLevel(own)
 
