@@ -18,6 +18,7 @@ from torch import nn
 
 from ..cache.manifest import diff_settings
 from ..cache.schema import CHECKPOINT, METRICS
+from ..cpu_share import after_epoch
 from ..digest import state_sha
 from ..dist import Dist
 from ..errors import ArtifactError, InputError, TrainingError
@@ -181,6 +182,7 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
             rec.update(on_epoch_end(epoch))
         history.append(rec)
         if dist.main:
+            after_epoch(history)  # its threads (kept on resume); a hint when it ran slow
             save_checkpoint(run_dir, {"model": model.state_dict(), "objective":
                                       objective.state_dict(), "optimizer": optimizer.state_dict(),
                                       "epoch": epoch + 1, "settings": json.dumps(settings),
