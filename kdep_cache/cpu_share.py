@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # benchmarks/bench_contention.py (it only decides the rounding of the thread count)
 WORKER_SHARE = 0.1
 SLOW_EPOCH = 0.5  # an epoch below this fraction of the first epoch's img/s gets the hint
+FRESH_S = 120.0  # a registry note counts this long: trainings started together see each other
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,13 @@ def register(folder: Path | None = None) -> None:
         pass  # no registry: the load samples alone decide
 
 
-def other_trainings(folder: Path | None = None) -> int:
-    """Live CPU trainings noted in the registry, other than this process, that share a core
-    with it (stale notes of dead processes are removed)."""
+def other_trainings(folder: Path | None = None, fresh_s: float | None = None) -> int:
+    """CPU trainings noted in the registry in the last ``fresh_s`` seconds by live processes
+    other than this one that share a core with it (notes of dead processes are removed).
+    Older notes are not counted: a training that runs on loads the cores, which the load
+    samples see, and a long-lived process (a notebook) that trained once is no training."""
     folder, n = folder or registry(), 0
+    fresh_s = FRESH_S if fresh_s is None else fresh_s
     try:
         mine = os.sched_getaffinity(0)
         notes = list(folder.iterdir())
@@ -124,7 +128,8 @@ def other_trainings(folder: Path | None = None) -> int:
     for note in notes:
         try:
             pid = int(note.name)
-            if pid != os.getpid() and os.sched_getaffinity(pid) & mine:
+            if (pid != os.getpid() and os.sched_getaffinity(pid) & mine
+                    and time.time() - note.stat().st_mtime < fresh_s):
                 n += 1
         except ValueError:
             continue

@@ -105,7 +105,8 @@ def check_rows(manifest: dict, views: list[int], dim: int, aligner: str = "svd",
     if aligner == "svd":
         fixes.append("--null zero (directions the rows do not determine get target 0)")
         fixes.append(f"a teacher whose feature rank covers {dim} (an EfficientNet-Lite or "
-                     "MobileNet feature has rank <= 320 whatever its width)")
+                     "MobileNet feature is a 1x1 conv of its last block, whose channels "
+                     "bound its rank: 320 for Lite0, whatever the feature's width)")
     raise InputError(f"too few rows for a {dim}-component {aligner} projection: need at least "
                      f"{need}, the cache gives {what}. Options: {'; '.join(fixes)}")
 

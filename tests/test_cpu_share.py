@@ -120,6 +120,10 @@ def test_trainings_started_together_see_each_other_in_the_registry(tmp_path):
         (folder / "junk").touch()
         assert cpu_share.other_trainings(folder) == 1
         assert not (folder / "999999999").exists()
+        import os
+        old = (folder / str(other.pid)).stat().st_mtime - 300
+        os.utime(folder / str(other.pid), (old, old))  # noted 5 min ago: the load shows it
+        assert cpu_share.other_trainings(folder) == 0
     finally:
         other.kill()
         other.wait()
