@@ -29,9 +29,8 @@ FT_EPOCHS=${FT_EPOCHS:-3}
 mkdir -p "$OUT"
 start=$(date +%s)
 stamp() { echo "[quickstart $(date +%H:%M:%S) +$(( $(date +%s) - start ))s] $*"; }
-# --resume where the stage's --out holds the checkpoint of an interrupted run
-resume() { if [ -n "$(find "$1" -name checkpoint.pt 2>/dev/null | head -n 1)" ]; then
-  stamp "resuming the interrupted run in $1" >&2; echo --resume; fi; }
+# shellcheck source=pipelines/resume.sh
+. pipelines/resume.sh  # resume DIR: --resume where DIR holds an interrupted run
 # the train ETA covers the whole rest of the pipeline: the four transfers cost about
 # 4 x FT_EPOCHS training epochs (measured on an idle 2-core machine: 69 s of transfers
 # after 40 epochs in 227 s, i.e. 0.30 x the training = 4 x 3 / 40)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,6 +26,7 @@ def _data(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.mark.slow
 def test_quickstart_rerun_after_a_kill_resumes_and_finishes(tmp_path):
     out = tmp_path / "qs"
     env = {**os.environ, "OUT": str(out), "DATA": str(_data(tmp_path)), "VIEWS": "2",
@@ -53,3 +53,17 @@ def test_quickstart_rerun_after_a_kill_resumes_and_finishes(tmp_path):
     assert len((out / "r18-kdep" / "metrics.jsonl").read_text().splitlines()) == 40
     # stages show progress, off a terminal as timestamped log lines with the pipeline ETA
     assert "quickstart 3/7: ~" in r.stderr and " INFO kdep_cache" in r.stderr
+
+
+@pytest.mark.parametrize("layout,want", [([], ""), (["checkpoint.pt"], "--resume"),
+                                         (["seed-0/checkpoint.pt"], "--resume"),
+                                         (["student.pth"], "")])
+def test_resume_helper_of_the_pipeline_scripts(tmp_path, layout, want):
+    run = tmp_path / "run"
+    for rel in layout:
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_bytes(b"")
+    r = subprocess.run(["bash", "-c", f'. {ROOT}/pipelines/resume.sh; resume "$1"', "x",
+                        str(run)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == want
+    assert ("resuming the interrupted run" in r.stderr) == bool(want)
