@@ -39,8 +39,8 @@ def raw_manifest(cache: str | Path) -> dict:
         fmt = cfg.get("format") if isinstance(cfg, dict) else None
         if fmt == RAW:
             raise ArtifactError(f"--cache {p} is an incomplete cache (no {MANIFEST}: its "
-                                "extract is still running or was stopped); rerun that "
-                                "`kdep-cache extract` (it resumes), then retry")
+                                "extract is still running or was stopped); finish that "
+                                "`kdep-cache extract` (rerun it to resume), then retry")
         if fmt in _KINDS:
             raise ArtifactError(f"--cache {p} holds {_KINDS[fmt]}, not a raw cache: give the "
                                 "--out folder of `kdep-cache extract`")
