@@ -1,12 +1,13 @@
 # Two commands do all the set-up (see README.md):
 #   make quickstart   # venv + install + the whole pipeline on data/ (<= 10 min on 2 CPU cores)
 #   make test         # venv + install + the test suite
+#   make shell        # a shell with $(VENV) active, so `kdep-cache` is on PATH (exit to leave)
 # Both create/refresh a virtual environment in $(VENV) (nothing is installed system-wide).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdep-installed
 
-.PHONY: quickstart test lint repro-small bench clean
+.PHONY: quickstart test lint repro-small bench clean shell
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,6 +17,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 quickstart: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash pipelines/quickstart.sh
+
+# the CLI is installed in $(VENV)/bin, not on your PATH: this starts your shell with it there
+# (the same as `. $(VENV)/bin/activate`; or call $(VENV)/bin/kdep-cache directly)
+shell: $(STAMP)
+	@echo "kdep-cache is on PATH in this shell ($(abspath $(VENV))/bin); 'exit' to leave"
+	@VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(abspath $(VENV))/bin:$$PATH" $${SHELL:-/bin/sh} -i
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -21,13 +21,17 @@ benchmarks/results/repro-small.md).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import InputError
+from .fitcheck import min_rows
 from .names import ALIGNERS, NULLS, TRANSFORMS  # noqa: F401  (defined once, there)
 from .pca import Moments, pca
+
+if TYPE_CHECKING:  # torch only where a tensor is mapped: fit-svd's checks run without it
+    import torch
 
 NULL_RTOL = 1e-3  # std relative to the top component (float16 rounding sits near 1e-4)
 
@@ -77,6 +81,7 @@ class Projection:
 
     def apply_torch(self, x: torch.Tensor) -> torch.Tensor:
         """Same map in float32 torch (for online distillation)."""
+        import torch
         c = torch.as_tensor(self.center, dtype=torch.float32, device=x.device)
         w = torch.as_tensor(self.weight * self.scale, dtype=torch.float32, device=x.device)
         a = (x.float() - c) @ w
@@ -125,10 +130,11 @@ def fit_projection(spec: AlignSpec, m: Moments) -> Projection:
     """Build the projection of ``spec`` from the streaming moments ``m`` of the raw features."""
     dt = m.mean.shape[0]
     check_spec(spec, dt)
-    need = spec.dim + 1 if spec.aligner == "svd" else 2
-    if m.n < need:
+    need = min_rows(spec.dim, spec.aligner, spec.null)
+    if m.n < need:  # fit-svd refuses this from the manifest first (fitcheck.check_rows)
         raise InputError(f"only {m.n} fitted samples for a {spec.dim}-component {spec.aligner} "
-                         f"projection: need at least {need} (more images or --fit-views all)")
+                         f"projection: need at least {need} (more rows, a smaller --dim or "
+                         "--null zero)")
     raw_std = np.sqrt(m.var)
     evals, evecs = pca(m) if spec.aligner == "svd" else (np.linalg.eigvalsh(m.cov)[::-1], None)
     center = np.zeros(dt)

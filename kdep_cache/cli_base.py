@@ -14,12 +14,14 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 
 import click
 
 from . import __version__
 from .errors import FileSystemError, KdepError, os_error_line
+from .progress import LOG_DATEFMT, log_format
 
 PROG = "kdep-cache"
 SAME_COMMAND_RESUMES = ("extract", "fit-svd")  # continue from the last shard when rerun
@@ -43,7 +45,22 @@ def resume_command(ctx: click.Context) -> str | None:
             argv.append("--resume")
     elif ctx.info_name not in SAME_COMMAND_RESUMES:
         return None
-    return shlex.join([PROG, *argv])
+    return shlex.join([*runnable_prog(), *argv])
+
+
+def runnable_prog() -> list[str]:
+    """How to start this program again from a shell, as printed in a resume command: the bare
+    name where ``kdep-cache`` on PATH is the executable running now, else that executable's
+    absolute path (after ``make`` without an active venv: ``/.../.venv/bin/kdep-cache``), or
+    ``python -m kdep_cache`` when run so; the bare name when the caller is not a script."""
+    exe = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(exe) == PROG:
+        found = shutil.which(PROG)
+        same = found is not None and os.path.realpath(found) == os.path.realpath(exe)
+        return [PROG] if same else [exe]
+    if exe.endswith(os.path.join("kdep_cache", "__main__.py")):
+        return [sys.executable, "-m", "kdep_cache"]
+    return [PROG]
 
 
 def _run(fn):
@@ -105,7 +122,8 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     own = logging.WARNING if quiet or _rank() != "0" else (
         logging.DEBUG if verbose else logging.INFO)  # under torchrun, rank 0 reports
     root = logging.DEBUG if verbose > 1 else logging.WARNING
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(format=log_format(sys.stderr.isatty()), datefmt=LOG_DATEFMT,
+                        stream=sys.stderr)  # off a terminal, each line with its time
     logging.getLogger().setLevel(root)
     logging.getLogger("kdep_cache").setLevel(own)
 

@@ -144,6 +144,8 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
 def fit_svd(as_json, **kw):
     """Fit the SVD/PCA projection on a raw cache and write aligned, transformed targets."""
     checks.fit_args(kw)
+    from .fitcheck import precheck
+    precheck(kw)  # not a raw cache, too few rows: refused before torch is imported
     from .fitsvd import FitConfig
     from .fitsvd import fit_svd as run
     emit(run(FitConfig(**kw)), as_json)

@@ -38,6 +38,7 @@ from .cache.store import Store, write_shard
 from .checks import check_options
 from .digest import array_sha
 from .errors import ArtifactError, InputError
+from .fitcheck import check_rows, parse_views, rank_warning, raw_manifest  # noqa: F401  (parse_views re-exported)
 from .fsio import fingerprint, remove_files, writer_lock
 from .pca import Moments, std_ratio
 from .progress import Progress
@@ -61,18 +62,6 @@ class FitConfig:
     dtype: str = "float16"
     seed: int = 0
     null: str = "keep"     # svd directions without teacher variance: "keep" (paper) | "zero"
-
-
-def parse_views(text: str, k: int) -> list[int]:
-    if text == "all":
-        return list(range(k))
-    try:
-        views = sorted({int(v) for v in text.split(",")})
-    except ValueError:
-        raise InputError(f"--fit-views must be 'all' or view indices like 0,1; got {text!r}") from None
-    if not views or views[0] < 0 or views[-1] >= k:
-        raise InputError(f"--fit-views {text}: the cache has views 0..{k - 1}")
-    return views
 
 
 def accumulate(cache: Store, views: list[int], bar=None) -> Moments:
@@ -125,11 +114,13 @@ class NonFiniteTargets(ArtifactError):
 
 
 def _fit(cfg: FitConfig) -> dict:
+    raw_manifest(cfg.cache)  # one line for a folder that is no raw cache, or an incomplete one
     cache = Store(cfg.cache, RAW)
     dim = _resolve_dim(cfg)
     spec = AlignSpec(dim, cfg.aligner, cfg.transform, cfg.pts_t, cfg.pts_n, cfg.seed, cfg.null)
     check_spec(spec, int(cache.manifest["dim"]))
     views = parse_views(cfg.fit_views, cache.views)
+    check_rows(cache.manifest, views, dim, spec.aligner, spec.null)  # before any pass
     out = Path(cfg.out)
     t0 = time.perf_counter()
     with writer_lock(out):
@@ -157,9 +148,11 @@ def _fit(cfg: FitConfig) -> dict:
             remove_files(out, (CONFIG, PROJECTION_FILE, "shard-*.h5", "shard-*.json"))
             raise
         one_sided = int(np.sum(positive[proj.live()] < ONE_SIDED))
-        warning = one_sided_warning(one_sided, int(proj.live().sum()))
-        if warning:
-            log.warning("%s", warning)
+        warnings = [w for w in (rank_warning(proj.null_dims, dim, spec.null, spec.transform),
+                                one_sided_warning(one_sided, int(proj.live().sum()))) if w]
+        for w in warnings:
+            log.warning("%s", w)
+        warning = " | ".join(warnings) or None
         ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std[proj.live()]),
                   "transformed": t_std, "rows": f"views {views} of valid images"}
         manifest = finalize_store(
@@ -170,16 +163,15 @@ def _fit(cfg: FitConfig) -> dict:
                    "cache_fingerprint": cache.fingerprint, "null_dims": proj.null_dims,
                    "one_sided_channels": one_sided,
                    "warning": warning})
-    return {"out": str(out), "aligner": spec.aligner, "transform": spec.transform, "dim": dim,
+    return {**({"warning": warning} if warning else {}),  # first: it says what the targets are
+            "out": str(out), "aligner": spec.aligner, "transform": spec.transform, "dim": dim,
             "teacher_dim": int(cache.manifest["dim"]), "fitted_samples": m.n,
             "explained_variance": round(explained, 6),
             "std_ratio_raw": round(manifest["std_ratio"]["raw"], 3),
             "std_ratio_aligned": round(manifest["std_ratio"]["aligned"], 3),
             "std_ratio_transformed": round(manifest["std_ratio"]["transformed"], 3),
             "fit_seconds": round(t_fit, 2), "seconds": round(time.perf_counter() - t0, 2),
-            "projection": proj_fp[:16], "null_dims": proj.null_dims,
-            **({"warning": warning} if warning else {}),
-            **({"note": _null_note(proj)} if proj.null_dims else {})}
+            "projection": proj_fp[:16], "null_dims": proj.null_dims}
 
 
 def _already_complete(out: Path, cache: Store, spec: AlignSpec, views, dtype: str) -> dict:
@@ -191,18 +183,10 @@ def _already_complete(out: Path, cache: Store, spec: AlignSpec, views, dtype: st
     if diffs:
         raise InputError(f"{out} already holds targets made with other settings; use a new "
                          f"--out. Differences: {'; '.join(diffs[:5])}")
-    return {"out": str(out), "complete": True, "dim": m["dim"], "aligner": spec.aligner,
+    return {**({"warning": m["warning"]} if m.get("warning") else {}),
+            "out": str(out), "complete": True, "dim": m["dim"], "aligner": spec.aligner,
             "transform": spec.transform, "projection": m["projection_fingerprint"][:16],
             "null_dims": m.get("null_dims"), "seconds": 0.0, "note": "already complete"}
-
-
-def _null_note(proj: Projection) -> str:
-    k, d = proj.null_dims, proj.spec.dim
-    what = ("their targets are 0 (--null zero)" if proj.spec.null == "zero" else "kept as in the "
-            "paper: their targets are storage rounding noise, amplified by pts/sn/sm; "
-            "--null zero sets them to 0")
-    return (f"{k} of the {d} SVD directions carry no teacher variance (the teacher feature has "
-            f"rank {d - k} < {d}); {what}")
 
 
 def one_sided_warning(k: int, n: int) -> str | None:

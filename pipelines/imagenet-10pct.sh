@@ -7,6 +7,8 @@
 # from the `microsoftvision` package, ships without a classifier: that works too, but then
 # drop --save-logits). Students: ResNet-18 (512-d) and MobileNetV2 (1280-d).
 set -euo pipefail
+# shellcheck source=pipelines/resume.sh
+. "$(dirname "$0")/resume.sh"  # a rerun continues: resume DIR gives --resume where DIR was interrupted
 : "${IMAGENET:?set IMAGENET to the ImageNet train folder}"
 : "${TEACHER_WEIGHTS:?set TEACHER_WEIGHTS to a ResNet-50 state_dict file}"
 OUT=${OUT:-runs/imagenet-10pct}
@@ -29,22 +31,24 @@ kdep-cache fit-svd --cache "$OUT/cache" --student mobilenet_v2 --out "$OUT/targe
 
 # 3. Students, paper recipe (step x0.1 at epochs 30 and 60; lr scaled from batch 512).
 kdep-cache train-student --targets "$OUT/targets-512" --student resnet18 --epochs "$EPOCHS" \
-  --batch-size "$BATCH" --loss-weight "$LOSS_WEIGHT" --workers 8 --out "$OUT/r18-kdep"
+  --batch-size "$BATCH" --loss-weight "$LOSS_WEIGHT" --workers 8 --out "$OUT/r18-kdep" $(resume "$OUT/r18-kdep")
 kdep-cache train-student --targets "$OUT/targets-1280" --student mobilenet_v2 --epochs "$EPOCHS" \
-  --batch-size "$BATCH" --loss-weight "$LOSS_WEIGHT" --workers 8 --out "$OUT/mnv2-kdep"
+  --batch-size "$BATCH" --loss-weight "$LOSS_WEIGHT" --workers 8 --out "$OUT/mnv2-kdep" $(resume "$OUT/mnv2-kdep")
 # The supervised (SP) baseline on the same images and views:
 kdep-cache train-student --cache "$OUT/cache" --objective supervised --student resnet18 \
-  --epochs "$EPOCHS" --batch-size "$BATCH" --workers 8 --out "$OUT/r18-sp"
+  --epochs "$EPOCHS" --batch-size "$BATCH" --workers 8 --out "$OUT/r18-sp" $(resume "$OUT/r18-sp")
 
 # 4. Transfer: paper protocol (full fine-tune, SGD lr 0.001, batch 64, 150 epochs, step at 50).
 for ds in $DOWNSTREAM; do
   name=$(basename "$ds")
   for run in r18-kdep mnv2-kdep r18-sp; do
     kdep-cache transfer --student "$OUT/$run" --data "$ds" --mode finetune --epochs 150 \
-      --lr-step 50 --image-size 224 --seeds 0,1,2 --workers 8 --out "$OUT/transfer/$run-$name"
+      --lr-step 50 --image-size 224 --seeds 0,1,2 --workers 8 --out "$OUT/transfer/$run-$name" \
+      $(resume "$OUT/transfer/$run-$name")
   done
   kdep-cache transfer --student random:resnet18 --data "$ds" --mode finetune --epochs 150 \
-    --lr-step 50 --image-size 224 --seeds 0,1,2 --workers 8 --out "$OUT/transfer/rand-r18-$name"
+    --lr-step 50 --image-size 224 --seeds 0,1,2 --workers 8 --out "$OUT/transfer/rand-r18-$name" \
+    $(resume "$OUT/transfer/rand-r18-$name")
 done
 if [ -n "$DOWNSTREAM" ]; then
   kdep-cache compare "$OUT"/transfer/* --metric best --markdown "$OUT/table.md"

@@ -3,6 +3,7 @@ and small helpers that run the stages through the library API."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import torch
 import torchvision
 
 HERE = Path(__file__).parent
+# trainings compared bitwise across runs need the same intra-op threads: pin torch's default,
+# which the CPU defaults would otherwise lower under load (kdep_cache/cpu_share.py); the tests
+# of that choice set their own
+os.environ.setdefault("KDEP_THREADS", str(torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")

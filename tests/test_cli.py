@@ -197,11 +197,14 @@ def test_train_student_help_texts():
 ])
 def test_ctrl_c_prints_the_exact_resume_command(dirs, monkeypatch, argv, expect):
     import kdep_cache.extract
+    import kdep_cache.fitcheck
     import kdep_cache.fitsvd
     import kdep_cache.train.student
 
     def interrupted(cfg):
         raise KeyboardInterrupt
+
+    monkeypatch.setattr(kdep_cache.fitcheck, "precheck", lambda opts: None)  # store is empty
 
     for mod, fn in ((kdep_cache.extract, "extract"), (kdep_cache.fitsvd, "fit_svd"),
                     (kdep_cache.train.student, "train_student")):

@@ -172,7 +172,7 @@ def test_null_directions_of_a_rank_deficient_teacher(tmp_path, transform):
     for null in ("zero", "keep"):
         s = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / null), dim=dim, dtype="float32",
                               transform=transform, null=null))
-        assert s["null_dims"] == dim - r and f"rank {r} < {dim}" in s["note"]
+        assert s["null_dims"] == dim - r and f"rank {r} < {dim}" in s["warning"]
         man = Store(tmp_path / null, TARGETS).manifest
         assert man["null_dims"] == dim - r
         if null == "zero":  # Std Ratios over the live channels: finite, = the first r's ratio

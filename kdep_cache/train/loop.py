@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..cache.schema import CHECKPOINT, METRICS
+from ..cpu_share import after_epoch
 from ..dist import Dist
 from ..errors import InputError, TrainingError
 from ..fsio import append_line
@@ -172,6 +173,7 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
         history.append(rec)
         rngs = dist.all_gather_object(rng_state(device), "train: gathering the random streams")
         if dist.main:
+            after_epoch(history)  # its threads (kept on resume); a hint when it ran slow
             save_checkpoint(run_dir, {"model": model.state_dict(), "objective":
                                       objective.state_dict(), "optimizer": optimizer.state_dict(),
                                       "epoch": epoch + 1, "settings": json.dumps(settings),

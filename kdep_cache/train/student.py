@@ -24,6 +24,7 @@ from ..cache.schema import (
     now_iso,
     producer_info,
 )
+from ..cpu_share import apply_cpu_defaults
 from ..digest import weights_sha
 from ..errors import InputError
 from ..fsio import atomic_write, fingerprint, write_json, writer_lock
@@ -136,7 +137,9 @@ def train_student(cfg: TrainConfig) -> dict:
         opt = sgd(list(net.parameters()) + list(objective.parameters()), lr, cfg.momentum,
                   cfg.weight_decay)
         t0 = time.perf_counter()
-        feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, cfg.workers, cfg.seed,
+        workers = apply_cpu_defaults(device, cfg.workers, d.enabled,  # threads + workers
+                                     json.loads(start["history"]) if start else None)
+        feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, workers, cfg.seed,
                     device.type == "cuda", d.rank, d.world_size, device=device)
         dropped = len(src.ids) - sum(len(b) for b in feed.order.global_batches())
         history = train(net, objective, feed.epoch, opt, schedule, out, settings, device,
