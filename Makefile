@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdep-installed
 
-.PHONY: quickstart test lint repro-small bench clean shell
+.PHONY: quickstart test lint repro-small repro-budget bench clean shell
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(STAMP)
 
 repro-small: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash pipelines/repro-small.sh
+
+repro-budget: $(STAMP)  # SVD vs SVD+PTS at 1x and 3x the steps (issue 28), resumable
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash pipelines/repro-small.sh --config pipelines/repro-budget.json
 
 clean:
 	rm -rf quickstart-out repro-out .pytest_cache

@@ -22,16 +22,27 @@ from .cli_base import _run, emit
 @click.option("--tsne-points", default=1000, show_default=True,
               help="Images in the t-SNE map (a seeded subsample; 0 skips t-SNE).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the t-SNE subsample.")
+@click.option("--downstream", type=click.Path(), default=None,
+              help="A downstream image folder: how much of its teacher-feature variance the "
+                   "cache's top-D directions keep, and how far it lies from the cache's images "
+                   "(loads the cache's teacher).")
+@click.option("--dim", type=int, default=None,
+              help="D of the --downstream check: the --targets width, else min(512, teacher).")
+@click.option("--max-images", default=500, show_default=True,
+              help="Images of each set the --downstream check runs the teacher on.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--no-plots", is_flag=True, help="Write diagnose.json only (no matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
-def diagnose(cache, out, targets, views, tsne_points, seed, no_plots, as_json):
+def diagnose(cache, out, targets, views, tsne_points, seed, downstream, dim, max_images, device,
+             no_plots, as_json):
     """Std Ratios, explained-variance spectrum, compactness and t-SNE of a teacher cache."""
     checks.diagnose_args({"out": out, "tsne_points": tsne_points, "seed": seed})
     from .diagnose import REPORT
     from .diagnose import diagnose as run
     r = run(cache, out, targets=targets, views=views, tsne_points=tsne_points, seed=seed,
-            plots=not no_plots)
+            plots=not no_plots, downstream=downstream, dim=dim, max_images=max_images,
+            device=device)
     c = r["compactness"]
     summary = {"out": out, "report": REPORT, "samples": r["rows"]["samples"],
                "std_ratio_raw": round(r["std_ratio"]["raw"], 3),
@@ -40,5 +51,7 @@ def diagnose(cache, out, targets, views, tsne_points, seed, no_plots, as_json):
                "rank": r["spectrum"]["rank"],
                "components_90pct": r["spectrum"]["components_for"]["90%"],
                "compactness": round(c["compactness"], 4) if c["available"] else c["reason"],
+               **({"downstream_check": r["downstream_check"]["headline"]}
+                  if "downstream_check" in r else {}),
                "figures": ", ".join(r.get("figures", {}).values()) or "none (--no-plots)"}
     emit(summary, as_json)

@@ -49,7 +49,8 @@ TSNE_POINTS = 1000  # t-SNE is O(n log n) per iteration: ~1,000 points take seco
 
 def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = None,
              views: str = "0", tsne_points: int = TSNE_POINTS, seed: int = 0,
-             plots: bool = True) -> dict:
+             plots: bool = True, downstream: str | Path | None = None, dim: int | None = None,
+             max_images: int = 500, device: str = "auto") -> dict:
     """Compute every diagnostic, write ``out/diagnose.json`` (+ PNGs); return the report."""
     if Path(cache).is_file():
         raise InputError(f"{cache} is a file; diagnose reads a raw cache directory (extract --out)")
@@ -91,6 +92,10 @@ def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = No
         report.update(_projected(store, Path(targets), m, vs))
     report["compactness"] = compactness(store, vs, labels, m.mean)
     report["tsne"] = tsne(store, vs[0], labels, tsne_points, seed)
+    if downstream is not None:  # the distillation-set check (kdep_cache.coverage)
+        from .coverage import coverage
+        report["downstream_check"] = coverage(cache, downstream, dim=dim or _width(targets),
+                                              max_images=max_images, seed=seed, device=device)
     out = Path(out)
     with writer_lock(out):
         if plots:
@@ -98,6 +103,13 @@ def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = No
             report["figures"] = write_plots(report, out)
         write_json(out / REPORT, report)
     return report
+
+
+def _width(targets) -> int | None:
+    """The fitted projection's width (the student's), when a targets dir is given."""
+    if targets is None:
+        return None
+    return int(Store(targets, TARGETS).manifest["dim"])
 
 
 def _projected(store: Store, targets: Path, m: Moments, vs: list[int]) -> dict:

@@ -39,3 +39,22 @@ def test_every_row_names_a_fitted_projection_and_known_labels():
     assert set(CONFIG["finetune_rows"]) <= labels
     assert set(repro.DENSE["rows"]) <= labels
     assert CONFIG["finetune_epochs"] >= 10
+
+
+BUDGET = json.loads((PIPE / "repro-budget.json").read_text())
+
+
+def test_the_budget_study_is_svd_vs_pts_at_1x_and_3x_on_the_same_recipe():
+    rows = repro.selected(BUDGET)
+    by = {(m["label"], m["factor"]): m for m in rows}
+    for base in ("KDEP SVD+PTS (K=8)", "SVD, no transform"):
+        one, three = by[(base, 1)], by[(f"{base} (3x steps)", 3)]
+        assert one["train"] == three["train"] and len(set(three["seeds"])) >= 2
+    assert [m["label"] for m in rows].count("random init") == 1  # no steps to scale
+    # everything but the rows, the factors, the output and the dropped extras is the
+    # same-size study's recipe, so its 1x rows are a rerun of that study's rows
+    same = {"image_size", "views", "crop_scale", "student", "epochs", "batch_size", "lr",
+            "loss_weight", "teacher", "du_per_class", "key_seeds"}
+    assert {k: BUDGET[k] for k in same} == {k: CONFIG[k] for k in same}
+    assert repro.selected(CONFIG) and all(m["factor"] == 1 for m in repro.selected(CONFIG))
+    assert len(repro.selected(CONFIG)) == len(repro.methods(CONFIG))
