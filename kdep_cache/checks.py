@@ -187,6 +187,7 @@ RULES = {
     "weight_decay": nonnegative, "momentum": momentum,
     "fraction": fraction, "test_fraction": open_unit, "fit_views": fit_views,
     "tsne_points": lambda k, v: bounded(k, v, 0, 10**6), "max_file_mb": positive,
+    "max_images": lambda k, v: bounded(k, v, 2, 10**7),
 }
 
 

@@ -37,7 +37,8 @@ from .cli_base import _run, emit
 def diagnose(cache, out, targets, views, tsne_points, seed, downstream, dim, max_images, device,
              no_plots, as_json):
     """Std Ratios, explained-variance spectrum, compactness and t-SNE of a teacher cache."""
-    checks.diagnose_args({"out": out, "tsne_points": tsne_points, "seed": seed})
+    checks.diagnose_args({"out": out, "tsne_points": tsne_points, "seed": seed, "dim": dim,
+                          "max_images": max_images})
     from .diagnose import REPORT
     from .diagnose import diagnose as run
     r = run(cache, out, targets=targets, views=views, tsne_points=tsne_points, seed=seed,
