@@ -15,6 +15,7 @@ from .digest import array_sha
 from .errors import ArtifactError
 from .fsio import fingerprint, read_json, sha256_file
 from .inspect import PROJ_ARRAYS, locate
+from .integrity import predates_note, read_sidecar, student_fingerprint
 from .lineage import h5_attrs, images_fp, manifest, transfer_student
 from .names import (
     CHECKPOINT,
@@ -120,6 +121,7 @@ def _verify_student(p: Path, rep: _Report) -> None:
     import torch
 
     from .digest import state_sha, weights_sha
+    from .models.weights import load_state_dict_file
     if (p / CHECKPOINT).is_file():
         try:
             state = torch.load(p / CHECKPOINT, map_location="cpu", weights_only=True)
@@ -135,25 +137,26 @@ def _verify_student(p: Path, rep: _Report) -> None:
     if not (p / SIDECAR).is_file():
         return rep.add(SIDECAR, "incomplete", "training did not finish; rerun train-student "
                        "with --resume")
-    side = read_json(p / SIDECAR)
+    try:
+        side = read_sidecar(p / SIDECAR)
+    except ArtifactError as e:
+        return rep.add(SIDECAR, "corrupt", str(e))
+    if note := predates_note(side, SIDECAR):
+        rep.notes.append(note)
     if not (p / STUDENT_FILE).is_file():
         return rep.add(STUDENT_FILE, "missing")
-    try:
-        sd = torch.load(p / STUDENT_FILE, map_location="cpu", weights_only=True)
-        fp = fingerprint({"settings": side["settings"], "weights": weights_sha(sd)})
-    except Exception as e:  # noqa: BLE001
-        return rep.add(STUDENT_FILE, "corrupt", f"does not load: {type(e).__name__}")
-    rep.same(STUDENT_FILE, fp, side.get("fingerprint"), "weights do not match the sidecar "
-             "fingerprint", "weights match the sidecar fingerprint")
-    if (p / STUDENT_SAFETENSORS).is_file():  # the same tensors, without pickle
-        from .models.weights import load_state_dict_file
+    for name in (STUDENT_FILE, STUDENT_SAFETENSORS):  # the same tensors; safetensors: no pickle
+        if name == STUDENT_SAFETENSORS and not (p / name).is_file():
+            continue
         try:
-            sd = load_state_dict_file(p / STUDENT_SAFETENSORS)
-            fp = fingerprint({"settings": side["settings"], "weights": weights_sha(sd)})
-        except Exception as e:  # noqa: BLE001
-            return rep.add(STUDENT_SAFETENSORS, "corrupt", f"does not load: {type(e).__name__}")
-        rep.same(STUDENT_SAFETENSORS, fp, side.get("fingerprint"), "weights do not match the "
-                 "sidecar fingerprint", "weights match the sidecar fingerprint")
+            sd = load_state_dict_file(p / name) if name == STUDENT_SAFETENSORS else torch.load(
+                p / name, map_location="cpu", weights_only=True)
+            fp = student_fingerprint(side, weights_sha(sd))
+        except Exception as e:  # noqa: BLE001 - any failure to load is corruption here
+            rep.add(name, "corrupt", f"does not load: {type(e).__name__}")
+            continue
+        rep.same(name, fp, side["fingerprint"], "weights or sidecar fields do not match the "
+                 "sidecar fingerprint", "weights and sidecar match its fingerprint")
 
 
 def _verify_transfer(p: Path, rep: _Report) -> None:
@@ -178,7 +181,14 @@ def _verify_transfer(p: Path, rep: _Report) -> None:
             f"{len(r.get('summary') or {})} metrics = mean of {len(seeds)} seed results")
     link = transfer_student(r.get("student") or {})
     where = link["path"] or "?"
-    if link["status"] == "ok":
+    if link["status"] == "ok" and link.get("kind") == "run":  # its weights, re-hashed
+        sub = _Report()
+        _verify_student(Path(link["path"]), sub)
+        if sub.problems:
+            rep.add("student", "corrupt", f"{where}: {'; '.join(sub.problems)}")
+        else:
+            rep.add("student", "ok", f"{where}: fingerprint matches, weights re-hashed")
+    elif link["status"] == "ok":
         rep.add("student", "ok", f"{where}: fingerprint matches")
     elif link["status"] == "mismatch":
         rep.add("student", "mismatch", f"{where} is now {str(link['found'])[:16]}, the result "

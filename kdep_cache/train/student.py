@@ -27,8 +27,9 @@ from ..cache.schema import (
 )
 from ..digest import weights_sha
 from ..errors import InputError
-from ..fsio import atomic_write, fingerprint, write_json, writer_lock
+from ..fsio import atomic_write, write_json, writer_lock
 from ..gpu_decode import check_decode
+from ..integrity import SIDECAR_VERSION, check_finished_run, read_sidecar, student_fingerprint
 from ..models import FeatureNet, build_student, save_safetensors
 from ..runtime import default_precision, prepare_model, resolve_device
 from .feed import Feed
@@ -118,8 +119,9 @@ def train_student(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     with writer_lock(out) if d.main else contextlib.nullcontext():
         if (out / SIDECAR).is_file():
-            done = json.loads((out / SIDECAR).read_text())
+            done = read_sidecar(out / SIDECAR)
             if done.get("settings") == settings:
+                check_finished_run(out, done)  # its student.pth is there and is its own
                 return {"out": str(out), "complete": True, "note": "already trained"}
             raise InputError(f"{out} already holds a trained student with other settings; "
                              "use a new --out")
@@ -207,7 +209,7 @@ def _save(out: Path, cfg: TrainConfig, src: Source, net: FeatureNet, n_classes: 
     atomic_write(out / STUDENT_FILE, lambda p: torch.save(sd, p))
     atomic_write(out / STUDENT_SAFETENSORS, lambda p: save_safetensors(  # same tensors, no pickle
         sd, p, {"format": STUDENT, "student": cfg.student}))
-    side = {"format": STUDENT, "format_version": 1, "student": cfg.student,
+    side = {"format": STUDENT, "format_version": SIDECAR_VERSION, "student": cfg.student,
             "family": net.family, "feature_dim": net.dim, "num_classes": n_classes,
             "classes": src.images.classes if cfg.objective == "supervised" else None,
             "input": {"mean": list(src.mean), "std": list(src.std),
@@ -215,7 +217,7 @@ def _save(out: Path, cfg: TrainConfig, src: Source, net: FeatureNet, n_classes: 
             "settings": settings, "history": history, "warnings": [warning] if warning else [],
             "lineage": src.lineage(), "producer": producer_info(), "argv": sys.argv,
             "created_at": now_iso()}
-    side["fingerprint"] = fingerprint({"settings": side["settings"], "weights": weights_sha(sd)})
+    side["fingerprint"] = student_fingerprint(side, weights_sha(sd))
     write_json(out / SIDECAR, side)
     if not cfg.keep_checkpoint:  # the sidecar now marks the run complete
         (out / CHECKPOINT).unlink(missing_ok=True)
