@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from .align import NULL_RTOL
-from .cache.manifest import CONFIG, IMAGES
+from .cache.manifest import CONFIG
 from .cache.schema import MANIFEST, RAW, TARGETS, now_iso, producer_info
 from .cache.store import Store
 from .errors import ArtifactError, InputError, LineageError
 from .fitsvd import accumulate, parse_views
-from .fsio import read_json, write_json, writer_lock
+from .fsio import write_json, writer_lock
+from .integrity import read_image_list
 from .names import PROJECTION_FILE
 from .pca import Moments, pca, std_ratio
 from .projection_io import load_projection
@@ -62,8 +63,8 @@ def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = No
     vs = parse_views(views, store.views)
     if tsne_points < 0:
         raise InputError(f"--tsne-points must be >= 0, got {tsne_points}")
-    imgs = read_json(Path(cache) / IMAGES)
-    labels = np.asarray(imgs.get("labels") or [-1] * store.n_images)
+    imgs = read_image_list(store.dir, store.manifest["settings"])  # as fingerprinted
+    labels = np.asarray(imgs.labels or [-1] * store.n_images)
     m = accumulate(store, vs)
     if m.n < 2:
         raise ArtifactError(f"{cache}: {m.n} valid feature rows in views {vs}; need at least 2")
@@ -77,7 +78,7 @@ def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = No
                   "teacher": store.manifest.get("teacher", {}).get("name"),
                   "n_images": store.n_images, "views": store.views},
         "rows": {"views": vs, "samples": m.n},
-        "class_names": imgs.get("classes") or [],
+        "class_names": imgs.classes or [],
         "std_ratio": {"raw": std_ratio(raw_std)},
         "channel_std": {"raw": raw_std.tolist()},
         "spectrum": {"explained_variance_ratio": evr.tolist(),

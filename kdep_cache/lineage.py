@@ -15,6 +15,7 @@ from pathlib import Path
 
 import h5py
 
+from . import shapes
 from .cache.schema import ARRAY_ATTR, MANIFEST
 from .errors import ArtifactError
 from .fsio import read_json, sha256_file
@@ -30,11 +31,12 @@ def h5_attrs(path: Path) -> dict:
 
 
 def manifest(d: Path | None) -> dict | None:
+    """The manifest of store ``d`` if it is readable and of a manifest's shape, else None."""
     try:
         m = read_json(d / MANIFEST) if d is not None and (d / MANIFEST).is_file() else None
+        return shapes.manifest(m, d / MANIFEST) if m is not None else None
     except ArtifactError:
         return None
-    return m if isinstance(m, dict) else None
 
 
 def images_fp(images_json: Path) -> str | None:
@@ -120,9 +122,10 @@ def transfer_student(st: dict) -> dict:
     if st.get("kind") == "run":
         side = w.parent / SIDECAR if w else None
         try:
-            found = read_json(side).get("fingerprint") if side and side.is_file() else None
+            doc = read_json(side) if side and side.is_file() else None
         except ArtifactError:
-            found = None
+            doc = None
+        found = doc.get("fingerprint") if isinstance(doc, dict) else None
         return node("student", st.get("fingerprint"), w.parent if w else None, found, kind="run")
     return node("student", st.get("weights_sha256"), w,
                 sha256_file(w) if w and w.is_file() else None, kind=st.get("kind"))

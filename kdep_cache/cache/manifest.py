@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
-
-from ..digest import array_sha, arrays_sha
 from ..errors import ArtifactError, InputError
-from ..fsio import fingerprint, read_json, sha256_file, write_json
+from ..fsio import read_json, sha256_file, write_json
 from .schema import CONFIG, FORMAT_VERSION, IMAGES, MANIFEST, now_iso, producer_info, shard_name
 from .store import read_shard_attrs
+from .trust import shard_digests, store_fingerprint
 
 __all__ = ["CONFIG", "IMAGES", "diff_settings", "finalize_store", "load_or_init_config",
            "record_shard", "shard_done", "shard_entry"]
@@ -59,10 +57,9 @@ def shard_entry(out: Path, index: int) -> dict:
         if entry.get("bytes") == path.stat().st_size:
             return entry
     attrs = read_shard_attrs(path)
-    with h5py.File(path, "r") as f:
-        arrays = {name: f[name][()] for name in f.keys()}
+    content, arrays = shard_digests(path)
     entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-             "content": arrays_sha(arrays), "arrays": {k: array_sha(a) for k, a in arrays.items()},
+             "content": content, "arrays": arrays,
              "start": attrs["start"], "stop": attrs["stop"], "skipped": attrs.get("skipped", [])}
     write_json(side, entry)
     return entry
@@ -110,7 +107,7 @@ def finalize_store(out: Path, settings: dict, n_shards: int, arrays: list[str],
         if s and e["start"] != entries[s - 1]["stop"]:
             raise ArtifactError(f"{out}: shard {s} does not continue shard {s - 1}")
     skipped = [x for e in entries for x in e.get("skipped", [])]
-    fp = fingerprint({"settings": settings, "contents": [e["content"] for e in entries]})
+    fp = store_fingerprint(settings, entries)
     manifest = {"format": settings["format"], "format_version": FORMAT_VERSION,
                 "fingerprint": fp, "settings": settings, "arrays": arrays,
                 "n_images": settings["n_images"], "views": settings["views"],

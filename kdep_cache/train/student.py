@@ -139,7 +139,7 @@ def train_student(cfg: TrainConfig) -> dict:
         t0 = time.perf_counter()
         feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, cfg.workers, cfg.seed,
                     device.type == "cuda", d.rank, d.world_size, device=device)
-        history = train(net, objective, feed.epoch, opt, schedule, out, settings, device,
+        history = train(net, objective, src.checked_epochs(feed.epoch), opt, schedule, out, settings, device,
                         precision, start, desc=cfg.student, dist=d, compile=cfg.compile)
         secs = time.perf_counter() - t0
         if d.main:
