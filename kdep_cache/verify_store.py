@@ -9,10 +9,9 @@ import h5py
 
 from . import shapes
 from .cache.schema import MANIFEST, RAW, TARGETS, shard_name
-from .cache.trust import shard_digests, store_fingerprint
-from .digest import array_sha
+from .cache.trust import projection_fingerprint, shard_digests, store_fingerprint
 from .errors import ArtifactError
-from .fsio import fingerprint, read_json, sha256_file
+from .fsio import read_json, sha256_file
 from .inspect import PROJ_ARRAYS
 from .integrity import image_list_problem
 from .lineage import h5_attrs
@@ -44,12 +43,9 @@ def verify_projection(p: Path, rep: Report, expect: str | None = None) -> None:
     try:
         a = h5_attrs(p)
         with h5py.File(p, "r") as f:
-            arrays = {k: array_sha(f[k][()]) for k in PROJ_ARRAYS}
+            fp = projection_fingerprint(a, {k: f[k][()] for k in PROJ_ARRAYS})
     except (ArtifactError, OSError, KeyError) as e:
         return rep.add(p.name, "corrupt", f"unreadable: {e}")
-    fp = fingerprint({"spec": a.get("spec"), "cache": a.get("cache"),
-                      "fit_views": a.get("fit_views"), "n": a.get("fitted_samples"),
-                      "arrays": arrays})
     if fp == a.get("fingerprint") and expect not in (None, fp):
         return rep.add(p.name, "mismatch", f"{fp[:16]} is not the manifest's {expect[:16]}")
     rep.same(p.name, fp, a.get("fingerprint"), "arrays do not match its recorded fingerprint",

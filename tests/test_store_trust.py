@@ -241,3 +241,49 @@ def test_recheck_rehashes_only_a_shard_whose_stat_changed(made, tmp_path, monkey
     s.recheck()
     assert len(hashed) == 2
     assert s._checked_arrays == {(i, n) for i in range(3) for n in ("targets", "valid")}
+
+
+@pytest.mark.parametrize("doc", [[], "x"])
+def test_config_json_of_another_shape_is_one_line(made, tmp_path, doc):
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(doc))
+    code, text = cli("fit-svd", "--cache", made / "cache", "--out", out, "--dim", "8")
+    assert code == 2 and "not a settings record" in text, text
+    assert "internal error" not in text and "Traceback" not in text
+
+
+def test_a_shard_sidecar_of_another_shape_is_redone(made, teacher_file, tmp_path):
+    c = _copy(made, tmp_path)
+    (c / "manifest.json").unlink()  # an unfinished extract whose shard sidecar is damaged
+    (c / "shard-00001.json").write_text(json.dumps([1, 2]))
+    extract(extract_cfg(made / "images", c, teacher_file))
+    assert verify(c)["ok"]
+    assert json.loads((c / "manifest.json").read_text())["fingerprint"] == json.loads(
+        (made / "cache" / "manifest.json").read_text())["fingerprint"]
+
+
+def test_transfer_rerun_over_results_of_another_shape_is_one_line(made, tmp_path):
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"format": "kdep-cache/transfer",
+                                                  "student": "r18"}))
+    code, text = cli("transfer", "--student", made / "run", "--data", made / "images",
+                     "--out", out, "--image-size", "32", "--allow-leakage")
+    assert code == 2 and "expected shape" in text, text
+
+
+def test_a_changed_projection_is_refused_where_it_is_read(made, tmp_path):
+    from kdep_cache.projection_io import load_projection
+    t = _copy(made, tmp_path, "targets")
+    with h5py.File(t / "projection.h5", "r") as f:
+        off = f["weight"].id.get_offset()
+    load_projection(t / "projection.h5")
+    with open(t / "projection.h5", "r+b") as f:
+        f.seek(off + 8)
+        f.write(b"\x00\x00\x00\x00\x00\x00\xf0\x3f")  # 1.0 (float64)
+    with pytest.raises(ArtifactError, match="does not match its own fingerprint"):
+        load_projection(t / "projection.h5")
+    code, text = cli("diagnose", made / "cache", "--targets", t, "--no-plots", "--out",
+                     tmp_path / "d")
+    assert code == 2 and "does not match its own fingerprint" in text, text

@@ -27,6 +27,14 @@ def store_fingerprint(settings: dict, entries: list[dict]) -> str:
     return fingerprint({"settings": settings, "contents": [e["content"] for e in entries]})
 
 
+def projection_fingerprint(attrs: dict, arrays: dict) -> str:
+    """``projection.h5``'s fingerprint (fit-svd's recipe), recomputed from its attributes and
+    its arrays (``{name: array}``)."""
+    return fingerprint({"spec": attrs.get("spec"), "cache": attrs.get("cache"),
+                        "fit_views": attrs.get("fit_views"), "n": attrs.get("fitted_samples"),
+                        "arrays": {k: array_sha(a) for k, a in arrays.items()}})
+
+
 def read_manifest(directory: Path, expect_format: str | None = None) -> dict:
     """``manifest.json`` of ``directory``, refused (one line) unless it has the expected shape,
     format and version, lists its own shard files in order, and its fingerprint is the one

@@ -125,6 +125,7 @@ def pretraining_files(lineage: dict | None) -> list[str] | None:
     rel = None
     if listing and os.path.isfile(listing):
         doc = read_json(listing)
+        doc = doc if isinstance(doc, dict) else {}  # another shape: no list to compare
         rel, root = doc.get("paths"), root or doc.get("root")
     elif listing:
         log.warning("cannot check leakage: the student's image list %s is gone", listing)
