@@ -13,7 +13,6 @@ still reads, and readers say in one line that its other fields are not covered.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from . import shapes
@@ -86,7 +85,7 @@ def check_finished_run(out: Path, side: dict) -> None:
 
 def paths_fingerprint(paths: list[str]) -> str:
     """The image-list fingerprint (extract's ``settings.images``): its sorted relative paths."""
-    return hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    return ImageList("", list(paths)).fingerprint
 
 
 def image_list_problem(doc, recorded: str | None) -> str | None:

@@ -9,7 +9,6 @@ compared; contents are re-hashed by ``verify``, not here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from . import shapes
 from .cache.schema import ARRAY_ATTR, MANIFEST
 from .errors import ArtifactError
 from .fsio import read_json, sha256_file
+from .integrity import paths_fingerprint
 from .names import CONFIG, IMAGES, PROJECTION_FILE, SIDECAR
 
 
@@ -41,7 +41,7 @@ def manifest(d: Path | None) -> dict | None:
 
 def images_fp(images_json: Path) -> str | None:
     try:
-        return hashlib.sha256("\n".join(read_json(images_json)["paths"]).encode()).hexdigest()
+        return paths_fingerprint(read_json(images_json)["paths"])
     except (OSError, ArtifactError, KeyError, TypeError):
         return None
 
