@@ -88,7 +88,8 @@ def info(path, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_run
 def verify(path, as_json):
-    """Recompute the checksums of an artifact; exit 1 if anything is corrupt/missing/extra."""
+    """Recompute the checksums of an artifact; exit 1 if anything is corrupt, missing or
+    mismatched (extra files, which no stage reads, are listed)."""
     from .verify import verify as run
     r = run(path)
     if as_json:
@@ -96,6 +97,9 @@ def verify(path, as_json):
     else:
         for p in r["problems"]:
             click.echo(p)
+        for f in r["files"]:
+            if f["status"] == "extra":  # listed; never read, so not a failure
+                click.echo(f"extra: {f['file']} ({f['detail']})")
         for n in r["notes"]:
             click.echo(f"note: {n}")
         for f in r["files"]:

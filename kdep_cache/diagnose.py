@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from .align import NULL_RTOL
-from .cache.manifest import CONFIG, IMAGES
+from .cache.manifest import CONFIG
 from .cache.schema import MANIFEST, RAW, TARGETS, now_iso, producer_info
 from .cache.store import Store
 from .checks import check_options
 from .errors import ArtifactError, InputError, LineageError
 from .fitsvd import accumulate, parse_views
-from .fsio import read_json, write_json, writer_lock
+from .fsio import write_json, writer_lock
+from .integrity import read_image_list
 from .names import DIAGNOSE_REPORT, PROJECTION_FILE
 from .pca import Moments, pca, std_ratio
 from .projection_io import load_projection
@@ -63,8 +64,8 @@ def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = No
                          "(or 'kdep-cache[plot]'), or pass --no-plots for the JSON only")
     vs = parse_views(views, store.views)
     check_options({"tsne_points": tsne_points, "seed": seed})
-    imgs = read_json(Path(cache) / IMAGES)
-    labels = np.asarray(imgs.get("labels") or [-1] * store.n_images)
+    imgs = read_image_list(store.dir, store.manifest["settings"])  # as fingerprinted
+    labels = np.asarray(imgs.labels or [-1] * store.n_images)
     m = accumulate(store, vs)
     if m.n < 2:
         raise ArtifactError(f"{cache}: {m.n} valid feature rows in views {vs}; need at least 2")
@@ -78,7 +79,7 @@ def diagnose(cache: str | Path, out: str | Path, targets: str | Path | None = No
                   "teacher": store.manifest.get("teacher", {}).get("name"),
                   "n_images": store.n_images, "views": store.views},
         "rows": {"views": vs, "samples": m.n},
-        "class_names": imgs.get("classes") or [],
+        "class_names": imgs.classes or [],
         "std_ratio": {"raw": std_ratio(raw_std)},
         "channel_std": {"raw": raw_std.tolist()},
         "spectrum": {"explained_variance_ratio": evr.tolist(),

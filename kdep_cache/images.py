@@ -146,16 +146,22 @@ def scan_images(root: str | os.PathLike, file_list: str | os.PathLike | None = N
         raise InputError(f"no images ({', '.join(image_extensions())}) found under {root}"
                          + (f"; {ImageList('', [], [], [], *report).scan_summary()}"
                             if any(report) else ""))
-    # class = first folder level; files at the top level of a class tree stay unlabeled (-1)
-    classes = sorted({p.split("/")[0] for p in paths if "/" in p})
-    cidx = {c: i for i, c in enumerate(classes)}
-    labels = [cidx[p.split("/")[0]] if "/" in p else -1 for p in paths]
+    labels, classes = class_labels(paths)
     il = ImageList(str(rootp.resolve()), paths, labels, classes, *report)
     if any(report):
         log.info("scan of %s: %d images; %s", root, len(paths), il.scan_summary())
     if fraction is not None:
         il = class_balanced_subset(il, fraction, seed)
     return il
+
+
+def class_labels(paths: list[str]) -> tuple[list[int], list[str]]:
+    """``(labels, classes)`` of sorted relative paths: class = first folder level; files at
+    the top level stay unlabeled (-1). A function of the paths, so the image-list fingerprint
+    covers them (readers recompute them: :mod:`kdep_cache.integrity`)."""
+    classes = sorted({p.split("/")[0] for p in paths if "/" in p})
+    cidx = {c: i for i, c in enumerate(classes)}
+    return [cidx[p.split("/")[0]] if "/" in p else -1 for p in paths], classes
 
 
 def _walk(rootp: Path) -> tuple[list[str], tuple[dict, list, list, list]]:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import shapes
 from .cache.schema import MANIFEST, PROJECTION, RAW, STUDENT, TARGETS, TRANSFER
 from .errors import ArtifactError
 from .fsio import read_json
+from .integrity import read_sidecar
 from .lineage import cache_chain, h5_attrs, manifest, node, proj_fp, student_chain, transfer_student
 from .names import (
     CHECKPOINT,
@@ -65,6 +67,8 @@ def _size(p: Path) -> int:
 
 
 def _info_store(p: Path, kind: str) -> dict:
+    if (p / MANIFEST).is_file():  # one line for a manifest of another shape
+        shapes.manifest(read_json(p / MANIFEST), p / MANIFEST)
     m = manifest(p) or {}
     s = m.get("settings") or read_json(p / CONFIG)
     shards = sorted(p.glob("shard-*.h5"))
@@ -138,9 +142,7 @@ def checkpoint_progress(p: Path) -> tuple[int | None, dict]:
 
 
 def _info_student(p: Path) -> dict:
-    side = read_json(p / SIDECAR) if (p / SIDECAR).is_file() else {}
-    if side and side.get("format") != STUDENT:
-        raise ArtifactError(f"{p / SIDECAR} is not a train-student sidecar")
+    side = read_sidecar(p / SIDECAR) if (p / SIDECAR).is_file() else {}
     hist, lin = side.get("history") or [], side.get("lineage") or {}
     settings = side.get("settings") or {}
     done = len(hist)
@@ -176,7 +178,7 @@ def headline(summary: dict | None) -> dict:
 
 
 def _info_transfer(p: Path) -> dict:
-    r = read_json(p / RESULTS)
+    r = shapes.results(read_json(p / RESULTS), p / RESULTS)
     if r.get("format") != TRANSFER:
         raise ArtifactError(f"{p / RESULTS} is not a transfer result (format {TRANSFER!r})")
     st = r.get("student") or {}

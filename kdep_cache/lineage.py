@@ -9,15 +9,16 @@ compared; contents are re-hashed by ``verify``, not here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import h5py
 
+from . import shapes
 from .cache.schema import ARRAY_ATTR, MANIFEST
 from .errors import ArtifactError
 from .fsio import read_json, sha256_file
+from .integrity import paths_fingerprint
 from .names import CONFIG, IMAGES, PROJECTION_FILE, SIDECAR
 
 
@@ -30,16 +31,17 @@ def h5_attrs(path: Path) -> dict:
 
 
 def manifest(d: Path | None) -> dict | None:
+    """The manifest of store ``d`` if it is readable and of a manifest's shape, else None."""
     try:
         m = read_json(d / MANIFEST) if d is not None and (d / MANIFEST).is_file() else None
+        return shapes.manifest(m, d / MANIFEST) if m is not None else None
     except ArtifactError:
         return None
-    return m if isinstance(m, dict) else None
 
 
 def images_fp(images_json: Path) -> str | None:
     try:
-        return hashlib.sha256("\n".join(read_json(images_json)["paths"]).encode()).hexdigest()
+        return paths_fingerprint(read_json(images_json)["paths"])
     except (OSError, ArtifactError, KeyError, TypeError):
         return None
 
@@ -120,9 +122,10 @@ def transfer_student(st: dict) -> dict:
     if st.get("kind") == "run":
         side = w.parent / SIDECAR if w else None
         try:
-            found = read_json(side).get("fingerprint") if side and side.is_file() else None
+            doc = read_json(side) if side and side.is_file() else None
         except ArtifactError:
-            found = None
+            doc = None
+        found = doc.get("fingerprint") if isinstance(doc, dict) else None
         return node("student", st.get("fingerprint"), w.parent if w else None, found, kind="run")
     return node("student", st.get("weights_sha256"), w,
                 sha256_file(w) if w and w.is_file() else None, kind=st.get("kind"))

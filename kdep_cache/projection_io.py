@@ -12,6 +12,7 @@ import h5py
 from .align import AlignSpec, Projection
 from .cache.schema import ARRAY_ATTR, PROJECTION
 from .cache.store import Store
+from .cache.trust import projection_fingerprint
 from .errors import ArtifactError
 from .fsio import atomic_write, canonical_json
 
@@ -43,4 +44,8 @@ def load_projection(path: str | Path) -> tuple[Projection, dict]:
             arrays = {k: f[k][()] for k in ("center", "weight", "scale", "eigenvalues", "raw_std")}
     except (OSError, KeyError, ValueError) as e:
         raise ArtifactError(f"{path} is not a readable projection: {e}") from None
+    if not isinstance(attrs, dict) or projection_fingerprint(attrs, arrays) != attrs.get(
+            "fingerprint"):  # what the targets and students record, recomputed from the data
+        raise ArtifactError(f"{path} does not match its own fingerprint (changed or damaged): "
+                            f"run `kdep-cache verify {path}`; rerun fit-svd into a new --out")
     return Projection(AlignSpec.from_json(attrs["spec"]), **arrays), attrs

@@ -168,9 +168,26 @@ def test_verify_reports_stray_shard_files_and_missing_image_list(arts, tmp_path)
     st = {f["file"]: f["status"] for f in rep["files"]}
     assert st["shard-00099.json"] == "extra" and st["shard-00099.h5"] == "extra"
     assert st["images.json"] == "missing" and not rep["ok"]
-    assert any(n.startswith("notes.txt: not part of") for n in rep["notes"])
+    assert st["notes.txt"] == "extra"
     code, text = cli("verify", c)
     assert code == 1 and "missing: images.json" in text and "extra: shard-00099.json" in text
+    assert "extra: notes.txt (not part of" in text
+
+
+def test_verify_lists_extra_files_without_failing(arts, tmp_path):
+    """Issue 24.10: extra files are listed; the exit status is about what the artifact
+    records (no stage reads an extra file), as the README says."""
+    c = tmp_path / "c"
+    shutil.copytree(arts.cache, c)
+    shutil.copy(c / "shard-00000.h5", c / "shard-00099.h5")
+    (c / "notes.txt").write_text("mine")
+    rep = verify(c)
+    assert rep["ok"] and not rep["problems"]
+    assert {f["file"] for f in rep["files"] if f["status"] == "extra"} == {"shard-00099.h5",
+                                                                            "notes.txt"}
+    code, text = cli("verify", c)
+    assert code == 0 and "extra: shard-00099.h5" in text and "extra: notes.txt" in text
+    assert text.strip().splitlines()[-1].startswith("ok: raw-cache")
 
 
 def test_info_cache_shows_background_and_scan(arts, tmp_path):

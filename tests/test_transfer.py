@@ -16,6 +16,7 @@ import torch
 import torchvision
 from click.testing import CliRunner
 from PIL import Image
+from sidecars import signed
 from torch import nn
 
 import kdep_cache.cli_transfer  # noqa: F401  (registers transfer/compare until cli.py imports it)
@@ -67,15 +68,15 @@ def fake_run(tmp_path: Path, lineage: dict | None = None, arch: str = "resnet18"
     run = tmp_path / "run"
     run.mkdir()
     torch.manual_seed(3)
-    torch.save(torchvision.models.get_model(arch, num_classes=1000).state_dict(),
-               run / "student.pth")
+    sd = torchvision.models.get_model(arch, num_classes=1000).state_dict()
+    torch.save(sd, run / "student.pth")
     side = {"format": "kdep-cache/student", "format_version": 1, "student": arch,
             "family": "resnet", "feature_dim": 512,
             "input": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "image_size": 32},
             "settings": {"objective": "kdep", "epochs": 1}, "fingerprint": "f" * 64,
             "lineage": lineage or {"cache": "c" * 64, "images": "i" * 64, "images_root": None,
                                    "images_file": None, "n_images": 0}}
-    (run / "student.json").write_text(json.dumps(side))
+    (run / "student.json").write_text(json.dumps(signed(side, sd)))
     return run
 
 
@@ -181,7 +182,9 @@ def test_students_random_plain_and_train_student_run(tmp_path):
         st = resolve_student(str(spec))
         assert st.kind == "run" and st.arch == "resnet18" and st.label == "run"
         assert st.image_size == 32 and st.mean_std == ([0.5] * 3, [0.25] * 3)
-        assert st.to_json()["fingerprint"] == "f" * 64 and st.to_json()["lineage"]["cache"]
+        side = json.loads((run / "student.json").read_text())
+        assert st.to_json()["fingerprint"] == side["fingerprint"] and st.to_json()["lineage"][
+            "cache"]
     with pytest.raises(InputError, match="contradicts"):
         resolve_student(str(run), arch="resnet34")
 

@@ -13,6 +13,7 @@ import torch
 import torchvision
 from dense_fixtures import cli, make_dense, one_line_error
 from PIL import Image
+from sidecars import signed
 
 from kdep_cache.transfer import seg
 from kdep_cache.transfer.compare import build_table
@@ -174,9 +175,10 @@ def test_segmentation_resume_and_leakage(tmp_path, monkeypatch):
     # a student pre-trained on these very val images is refused
     run = tmp_path / "run"
     run.mkdir()
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), run / "student.pth")
-    (run / "student.json").write_text(json.dumps({
+    sd = torchvision.models.mobilenet_v2().state_dict()
+    torch.save(sd, run / "student.pth")
+    (run / "student.json").write_text(json.dumps(signed({
         "format": "kdep-cache/student", "student": "mobilenet_v2", "input": {},
-        "lineage": {"images_root": str(root / "JPEGImages"), "images_file": None}}))
+        "lineage": {"images_root": str(root / "JPEGImages"), "images_file": None}}, sd)))
     one_line_error(cli("transfer", "--task", "segmentation", "--student", run, "--data", root,
                        "--out", tmp_path / "leak", *FAST), "LEAKAGE: 1 of the 1")

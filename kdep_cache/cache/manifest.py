@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
-
-from ..digest import array_sha, arrays_sha
+from .. import shapes
 from ..errors import ArtifactError, InputError
-from ..fsio import fingerprint, read_json, sha256_file, write_json
+from ..fsio import read_json, sha256_file, write_json
 from .schema import CONFIG, FORMAT_VERSION, IMAGES, MANIFEST, now_iso, producer_info, shard_name
 from .store import read_shard_attrs
+from .trust import shard_digests, store_fingerprint
 
 __all__ = ["CONFIG", "IMAGES", "diff_settings", "finalize_store", "load_or_init_config",
            "record_shard", "shard_done", "shard_entry"]
@@ -35,6 +34,9 @@ def load_or_init_config(out: Path, settings: dict, images_json: dict | None = No
     cfg_path = out / CONFIG
     if cfg_path.is_file():
         old = read_json(cfg_path)
+        if not isinstance(old, dict):
+            raise ArtifactError(f"{cfg_path} is not a settings record (valid JSON of another "
+                                "shape): use a new --out, or restore the file")
         diffs = diff_settings(old, settings)
         if diffs:
             raise InputError(f"{out} was started with other settings; use a new --out or the "
@@ -56,16 +58,23 @@ def shard_entry(out: Path, index: int) -> dict:
     side = path.with_suffix(".json")
     if side.is_file():
         entry = read_json(side)
-        if entry.get("bytes") == path.stat().st_size:
-            return entry
+        if _entry_shaped(entry, side) and entry["bytes"] == path.stat().st_size:
+            return entry  # (any other shape: recomputed below)
     attrs = read_shard_attrs(path)
-    with h5py.File(path, "r") as f:
-        arrays = {name: f[name][()] for name in f.keys()}
+    content, arrays = shard_digests(path)
     entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-             "content": arrays_sha(arrays), "arrays": {k: array_sha(a) for k, a in arrays.items()},
+             "content": content, "arrays": arrays,
              "start": attrs["start"], "stop": attrs["stop"], "skipped": attrs.get("skipped", [])}
     write_json(side, entry)
     return entry
+
+
+def _entry_shaped(entry, side: Path) -> bool:
+    try:
+        shapes.check(entry, shapes.SHARD, shapes.SHARD_OPTIONAL, "", side)
+        return True
+    except ArtifactError:
+        return False
 
 
 def shard_done(out: Path, index: int, start: int, stop: int) -> bool:
@@ -78,6 +87,8 @@ def shard_done(out: Path, index: int, start: int, stop: int) -> bool:
     side = path.with_suffix(".json")
     try:
         entry = read_json(side) if side.is_file() else None
+        if entry is not None and not isinstance(entry, dict):
+            raise ArtifactError("its sidecar is valid JSON of another shape")
         if entry is not None and (entry.get("bytes") != path.stat().st_size
                                   or entry.get("sha256") != sha256_file(path)):
             raise ArtifactError("its checksum differs from its sidecar")
@@ -110,7 +121,7 @@ def finalize_store(out: Path, settings: dict, n_shards: int, arrays: list[str],
         if s and e["start"] != entries[s - 1]["stop"]:
             raise ArtifactError(f"{out}: shard {s} does not continue shard {s - 1}")
     skipped = [x for e in entries for x in e.get("skipped", [])]
-    fp = fingerprint({"settings": settings, "contents": [e["content"] for e in entries]})
+    fp = store_fingerprint(settings, entries)
     manifest = {"format": settings["format"], "format_version": FORMAT_VERSION,
                 "fingerprint": fp, "settings": settings, "arrays": arrays,
                 "n_images": settings["n_images"], "views": settings["views"],

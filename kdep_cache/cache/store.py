@@ -12,8 +12,9 @@ import numpy as np
 
 from ..digest import array_sha, arrays_sha
 from ..errors import ArtifactError
-from ..fsio import atomic_write, canonical_json, read_json, sha256_file
-from .schema import ARRAY_ATTR, FORMAT_VERSION, MANIFEST, RAW, TARGETS, shard_name
+from ..fsio import atomic_write, canonical_json, sha256_file
+from .schema import ARRAY_ATTR, MANIFEST, RAW, TARGETS, shard_name
+from .trust import missing_digests, read_manifest, shard_digests
 
 
 def write_shard(path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> dict:
@@ -40,6 +41,14 @@ def read_shard_attrs(path: Path) -> dict:
         raise ArtifactError(f"{path} is not a readable kdep-cache shard: {e}") from None
 
 
+def _stat(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
 class Store:
     """A complete sharded store (``manifest.json`` present, format checked on open).
 
@@ -58,17 +67,14 @@ class Store:
             raise ArtifactError(f"{self.dir} has no {MANIFEST}: it is incomplete (the {stage} "
                                 f"that writes it is still running or did not finish); finish "
                                 f"that `kdep-cache {stage}` (rerun it to resume), then retry")
-        m = read_json(mpath)
-        if m.get("format") != expect_format:
-            raise ArtifactError(f"{self.dir} holds {m.get('format')!r}, expected {expect_format!r}")
-        if m.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"{self.dir} has format version {m.get('format_version')}, this "
-                                f"kdep-cache reads version {FORMAT_VERSION}")
+        m = read_manifest(self.dir, expect_format)
         self.manifest = m
         self.starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
         self._maps: dict[tuple[int, str], np.ndarray] = {}
+        self._check = check
         self._checked: set[int] = set() if check else set(range(len(m["shards"])))
         self._checked_arrays: set[tuple[int, str]] = set()
+        self._stat: dict[int, tuple] = {}  # shard -> (size, mtime, inode) when checked
         # None: a shard is checked whole (sha256 of the file) at its first read; a tuple of
         # array names: only those arrays (their recorded digests), for readers that use a
         # small part of a big shard (train-student reads params, not the teacher features)
@@ -115,14 +121,23 @@ class Store:
         if (attrs.get("start"), attrs.get("stop")) != (entry["start"], entry["stop"]):
             raise ArtifactError(f"{path} holds images {attrs.get('start')}..{attrs.get('stop')} "
                                 f"but its slot is {entry['start']}..{entry['stop']}: {fix}")
+        content, arrays = shard_digests(path)  # what the fingerprint claims, from the data
+        if content != entry["content"] or any(arrays.get(k) != v for k, v in
+                                              entry.get("arrays", {}).items()):
+            raise ArtifactError(f"{path}: its arrays are not the content the manifest "
+                                f"fingerprints (the manifest entry was edited): {fix}")
         self._checked.add(shard)
+        self._stat[shard] = _stat(path)
 
     def _check_arrays(self, shard: int, entry: dict, names) -> None:
+        path = self.dir / entry["file"]
+        fix = f"run `kdep-cache verify {self.dir}`; then rerun the stage that wrote it"
+        if missing := missing_digests(self.manifest, entry, names):
+            raise ArtifactError(f"{self.dir / MANIFEST} records no digest of {missing[0]!r} in "
+                                f"{entry['file']} (edited or damaged): refused: {fix}")
         todo = [n for n in names if (shard, n) not in self._checked_arrays and n in entry["arrays"]]
         if not todo:
             return
-        path = self.dir / entry["file"]
-        fix = f"run `kdep-cache verify {self.dir}`; then rerun the stage that wrote it"
         if entry["file"] != shard_name(shard) or not path.is_file():
             raise ArtifactError(f"{path}: missing or out of its slot {shard}: {fix}")
         attrs = read_shard_attrs(path)
@@ -139,10 +154,27 @@ class Store:
                 raise ArtifactError(f"{path}: array {n!r} does not match its checksum in the "
                                     f"manifest (changed, damaged or swapped): {fix}")
             self._checked_arrays.add((shard, n))
+        self._stat[shard] = _stat(path)
 
     def check_all(self, names: tuple[str, ...] | None = None) -> None:
         for s in range(len(self.manifest["shards"])):
             self.check_shard(s, names)
+
+    def recheck(self) -> None:
+        """Before each epoch (train-student): a shard whose size, mtime or inode changed since
+        it was checked is checked again in full (the memory maps read the file as it is now).
+        A stat per shard: re-hashing every epoch would read all K views of the targets to
+        train on one (measured in the issue 23.17 commit)."""
+        if not self._check:
+            return
+        for s in sorted(self._stat):
+            path = self.dir / self.manifest["shards"][s]["file"]
+            if _stat(path) == self._stat[s]:
+                continue
+            names = tuple(sorted(n for t, n in self._checked_arrays if t == s))
+            self._checked.discard(s)
+            self._checked_arrays -= {(s, n) for n in names}
+            self.check_shard(s, names or None)
 
     def _map(self, shard: int, name: str) -> np.ndarray:
         key = (shard, name)

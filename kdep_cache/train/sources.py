@@ -13,10 +13,10 @@ from ..cache.manifest import IMAGES
 from ..cache.schema import RAW, TARGETS
 from ..cache.store import Store
 from ..errors import InputError, LineageError
-from ..fsio import read_json
 from ..identity import ARRAYS as IDENTITY
 from ..identity import check_sizes
 from ..images import ImageList, scan_images
+from ..integrity import read_image_list
 from ..models.registry import NORMALIZATIONS, normalization
 
 
@@ -32,6 +32,20 @@ class Source:
     views: int                 # K (0 = fresh augmentations every epoch, no cache)
     spec: AugmentSpec
     seed: int
+    epochs_started: int = 0
+
+    def checked_epochs(self, epoch_fn):
+        """``epoch_fn`` that first checks again every array this run reads (the memory maps
+        read the files as they are now: a change in place since the start is refused as the
+        next epoch starts; the first epoch uses the check made at start)."""
+        def epoch(e):
+            if self.epochs_started:
+                for store in (self.cache, self.targets):
+                    if store is not None:
+                        store.recheck()
+            self.epochs_started += 1
+            return epoch_fn(e)
+        return epoch
 
     def lineage(self) -> dict:
         return {"cache": self.cache.fingerprint if self.cache else None,
@@ -69,8 +83,8 @@ def open_source(targets: str | None, cache: str | None, data: str | None, needs:
     if needs in ("logits", "post") and not cstore.has(needs):
         flag = "--save-logits" if needs == "logits" else "--save-post"
         raise InputError(f"cache {cache} has no teacher {needs}: re-extract with {flag}")
-    images = ImageList.from_json(read_json(cstore.dir / IMAGES),
-                                 root=str(Path(data).resolve()) if data else None)
+    images = read_image_list(cstore.dir, cstore.manifest["settings"],  # as fingerprinted
+                             root=str(Path(data).resolve()) if data else None)
     if data is not None:
         _check_images_present(images)
     # every array this run reads is the one the manifest lists, before any work (only those:

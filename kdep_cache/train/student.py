@@ -27,8 +27,9 @@ from ..cache.schema import (
 from ..cpu_share import apply_cpu_defaults
 from ..digest import weights_sha
 from ..errors import InputError
-from ..fsio import atomic_write, fingerprint, write_json, writer_lock
+from ..fsio import atomic_write, write_json, writer_lock
 from ..gpu_decode import check_decode
+from ..integrity import SIDECAR_VERSION, check_finished_run, read_sidecar, student_fingerprint
 from ..models import FeatureNet, build_student, save_safetensors
 from ..runtime import default_precision, prepare_model, resolve_device
 from .checkpoint import resume_state, settings_diffs, shared_start
@@ -142,7 +143,8 @@ def train_student(cfg: TrainConfig) -> dict:
         feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, workers, cfg.seed,
                     device.type == "cuda", d.rank, d.world_size, device=device)
         dropped = len(src.ids) - sum(len(b) for b in feed.order.global_batches())
-        history = train(net, objective, feed.epoch, opt, schedule, out, settings, device,
+        history = train(net, objective, src.checked_epochs(feed.epoch), opt, schedule, out,
+                        settings, device,
                         precision, start, desc=cfg.student, dist=d, compile=cfg.compile)
         secs = time.perf_counter() - t0
         if d.main:
@@ -200,9 +202,10 @@ def _begin(out: Path, settings: dict, resume: bool) -> dict:
     """Rank 0's view of ``out`` (shared with the other ranks): ``done`` when it holds this
     very student already, else the checkpoint to ``start`` from (or None)."""
     if (out / SIDECAR).is_file():
-        done = json.loads((out / SIDECAR).read_text())
+        done = read_sidecar(out / SIDECAR)
         diffs = settings_diffs(done.get("settings") or {}, settings)
         if not diffs:
+            check_finished_run(out, done)  # its student.pth is there and is its own (#23.14)
             return {"done": True}
         raise InputError(f"{out} already holds a trained student with other settings "
                          f"({'; '.join(diffs[:3])}); use a new --out")
@@ -215,7 +218,7 @@ def _save(out: Path, cfg: TrainConfig, src: Source, net: FeatureNet, n_classes: 
     atomic_write(out / STUDENT_FILE, lambda p: torch.save(sd, p))
     atomic_write(out / STUDENT_SAFETENSORS, lambda p: save_safetensors(  # same tensors, no pickle
         sd, p, {"format": STUDENT, "student": cfg.student}))
-    side = {"format": STUDENT, "format_version": 1, "student": cfg.student,
+    side = {"format": STUDENT, "format_version": SIDECAR_VERSION, "student": cfg.student,
             "family": net.family, "feature_dim": net.dim, "num_classes": n_classes,
             "classes": src.images.classes if cfg.objective == "supervised" else None,
             "input": {"mean": list(src.mean), "std": list(src.std),
@@ -223,7 +226,7 @@ def _save(out: Path, cfg: TrainConfig, src: Source, net: FeatureNet, n_classes: 
             "settings": settings, "history": history, "warnings": [warning] if warning else [],
             "lineage": src.lineage(), "producer": producer_info(), "argv": sys.argv,
             "created_at": now_iso()}
-    side["fingerprint"] = fingerprint({"settings": side["settings"], "weights": weights_sha(sd)})
+    side["fingerprint"] = student_fingerprint(side, weights_sha(sd))
     write_json(out / SIDECAR, side)
     if not cfg.keep_checkpoint:  # the sidecar now marks the run complete
         (out / CHECKPOINT).unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import shapes
 from ..cache.schema import TRANSFER
 from ..errors import ArtifactError, InputError
 from ..fsio import atomic_write, read_json
@@ -69,6 +70,7 @@ def load_result(path: str | Path) -> dict:
     r = read_json(p)
     if not isinstance(r, dict) or r.get("format") != TRANSFER:
         raise ArtifactError(f"{p} is not a transfer result (format {TRANSFER!r})")
+    shapes.results(r, p)  # one line for valid JSON of another shape
     r["_path"] = str(p)
     return r
 

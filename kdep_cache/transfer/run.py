@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import dist
+from .. import dist, shapes
 from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..dist import env_ranks
 from ..errors import InputError
@@ -184,7 +184,7 @@ def transfer(cfg: TransferConfig) -> dict:
         "student": student.to_json(), "dataset": data.to_json(), "protocol": protocol}))
     with writer_lock(out) if d.main else contextlib.nullcontext():
         if (out / RESULTS).is_file():
-            done = read_json(out / RESULTS)
+            done = shapes.results(read_json(out / RESULTS), out / RESULTS)
             if done.get("settings_fingerprint") == fingerprint(settings):
                 return {"out": str(out), "complete": True, "note": "already done",
                         **_headline(done)}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..cache.schema import STUDENT
 from ..errors import ArtifactError, InputError
 from ..fsio import read_json, sha256_file
 from ..images import scan_images
+from ..integrity import check_student_weights, predates_note, read_sidecar
 from ..models import FeatureNet, build_student
 from ..models.registry import KNOWN_STUDENTS, NORMALIZATIONS
 from ..models.weights import fit_state_dict, load_state_dict_file
@@ -104,6 +104,10 @@ def resolve_student(spec: str, arch: str | None = None, label: str | None = None
     sd = load_state_dict_file(path)
     if sd and all(k.startswith("net.") for k in sd):  # a training-loop checkpoint (FeatureNet)
         sd = {k[4:]: v for k, v in sd.items()}
+    if sidecar is not None:  # the weights and the fields transfer uses are the run's own
+        check_student_weights(sidecar, sd, path, path.parent / SIDECAR)
+        if note := predates_note(sidecar, path.parent / SIDECAR):
+            log.warning("%s", note)
     student = Student(kind, arch, label or default_label, spec, str(path.resolve()), sidecar, sd,
                       sha256_file(path))
     student.build(2, 0)  # fail now, naming the keys, if the weights do not fit
@@ -111,12 +115,7 @@ def resolve_student(spec: str, arch: str | None = None, label: str | None = None
 
 
 def _read_sidecar(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    side = read_json(path)
-    if not isinstance(side, dict) or side.get("format") != STUDENT or "student" not in side:
-        raise ArtifactError(f"{path} is not a train-student sidecar (format {STUDENT!r})")
-    return side
+    return read_sidecar(path) if path.is_file() else None
 
 
 def pretraining_files(lineage: dict | None) -> list[str] | None:
@@ -126,6 +125,7 @@ def pretraining_files(lineage: dict | None) -> list[str] | None:
     rel = None
     if listing and os.path.isfile(listing):
         doc = read_json(listing)
+        doc = doc if isinstance(doc, dict) else {}  # another shape: no list to compare
         rel, root = doc.get("paths"), root or doc.get("root")
     elif listing:
         log.warning("cannot check leakage: the student's image list %s is gone", listing)
