@@ -39,7 +39,9 @@ def test_a_rank_whose_peer_never_joins_stops_within_the_join_timeout(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    (tmp_path / "cache").mkdir()
+    import numpy as np
+    from conftest import make_fake_cache  # a real raw cache: fit-svd's own checks pass
+    make_fake_cache(tmp_path / "cache", np.random.default_rng(0).normal(size=(1, 16, 8)), 8)
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_WORLD_SIZE",)}
     env.update(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                MASTER_PORT=str(port), KDEP_DIST_INIT_TIMEOUT="2", KDEP_DIST_TIMEOUT="600")
