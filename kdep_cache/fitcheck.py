@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import shapes
 from .cache.schema import CONFIG, MANIFEST, RAW, RESULTS, SIDECAR, STUDENT, TARGETS, TRANSFER
 from .errors import ArtifactError, InputError
 from .fsio import read_json
@@ -30,6 +31,9 @@ def raw_manifest(cache: str | Path) -> dict:
     if (p / MANIFEST).is_file():
         m = read_json(p / MANIFEST)
         fmt = m.get("format") if isinstance(m, dict) else None
+        if fmt == RAW or fmt not in _KINDS:  # one line if it is not of a manifest's shape
+            m = shapes.manifest(m, p / MANIFEST)
+            fmt = m["format"]
         if fmt == RAW:
             return m
         raise ArtifactError(f"--cache {p} holds {_KINDS.get(fmt, repr(fmt))}, not a raw cache: "
