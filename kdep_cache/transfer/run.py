@@ -24,11 +24,13 @@ from ..names import RESULTS, TRANSFER_MODES, TRANSFER_TASKS
 from ..runtime import autocast, resolve_device
 from ..train.student import default_precision
 from .data import open_downstream
+from .leakage import METHOD as LEAKAGE_METHOD
+from .leakage import leaked
 from .linear import C_GRID, MAX_ITER, VAL_FRACTION
 from .seeds import finetune_seeds as _finetune
 from .seeds import linear_seeds as _linear
 from .sizes import input_size
-from .students import leaked, resolve_student
+from .students import resolve_student
 
 log = logging.getLogger(__name__)
 MODES = TRANSFER_MODES
@@ -195,7 +197,7 @@ def transfer(cfg: TransferConfig) -> dict:
         secs = time.perf_counter() - t0
         result = {"format": TRANSFER, "format_version": FORMAT_VERSION, **settings,
                   "settings_fingerprint": fingerprint(settings),
-                  "leakage": {"checked": checked, "overlap": len(overlap),
+                  "leakage": {"checked": checked, "by": LEAKAGE_METHOD, "overlap": len(overlap),
                               "allowed": bool(overlap) and cfg.allow_leakage,
                               "examples": overlap[:5]},
                   "seeds": per_seed, "summary": {k: aggregate([r[k] for r in per_seed])

@@ -1,10 +1,8 @@
 """Resolve ``--student``: a train-student run directory (or its ``student.pth``), a plain
-torchvision state_dict (with ``--arch``), or ``random:NAME``; and the leakage check."""
+torchvision state_dict (with ``--arch``), or ``random:NAME`` (the leakage check: :mod:`.leakage`)."""
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,13 +11,10 @@ import torch
 from ..cache.schema import STUDENT
 from ..errors import ArtifactError, InputError
 from ..fsio import read_json, sha256_file
-from ..images import scan_images
 from ..models import FeatureNet, build_student
 from ..models.registry import KNOWN_STUDENTS, NORMALIZATIONS
 from ..models.weights import fit_state_dict, load_state_dict_file
 from ..names import SIDECAR, STUDENT_FILE
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,35 +112,3 @@ def _read_sidecar(path: Path) -> dict | None:
     if not isinstance(side, dict) or side.get("format") != STUDENT or "student" not in side:
         raise ArtifactError(f"{path} is not a train-student sidecar (format {STUDENT!r})")
     return side
-
-
-def pretraining_files(lineage: dict | None) -> list[str] | None:
-    """Absolute paths of the images a student was pre-trained on, if its lineage says."""
-    lineage = lineage or {}
-    root, listing = lineage.get("images_root"), lineage.get("images_file")
-    rel = None
-    if listing and os.path.isfile(listing):
-        doc = read_json(listing)
-        rel, root = doc.get("paths"), root or doc.get("root")
-    elif listing:
-        log.warning("cannot check leakage: the student's image list %s is gone", listing)
-        return None
-    elif root and os.path.isdir(root):  # trained on a whole folder (e.g. the supervised baseline)
-        rel = scan_images(root).paths
-    if not rel or not root:
-        return None
-    real_root = os.path.realpath(root)
-    out = []
-    for p in rel:
-        f = os.path.join(real_root, p)
-        out.append(os.path.realpath(f) if os.path.islink(f) else os.path.normpath(f))
-    return out
-
-
-def leaked(lineage: dict | None, test_files: list[str]) -> tuple[bool, list[str]]:
-    """(checked, downstream test images that are also pre-training images)."""
-    pre = pretraining_files(lineage)
-    if pre is None:
-        return False, []
-    pre_set = set(pre)
-    return True, sorted(f for f in test_files if os.path.realpath(f) in pre_set)
