@@ -180,3 +180,30 @@ def test_segmentation_resume_and_leakage(tmp_path, monkeypatch):
         "lineage": {"images_root": str(root / "JPEGImages"), "images_file": None}}))
     one_line_error(cli("transfer", "--task", "segmentation", "--student", run, "--data", root,
                        "--out", tmp_path / "leak", *FAST), "LEAKAGE: 1 of the 1")
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_wide_masks_above_255_are_refused_not_wrapped(tmp_path, mode):
+    """#22.19: a 16/32-bit class mask with a value above 255 would wrap (256 -> 0, background)
+    in uint8: refused in one line, from a loader worker too; in-range wide masks still load."""
+    root, _ = make_dense(tmp_path / "voc", "voc", n_train=2, n_val=1)
+    data = open_dense(str(root), "segmentation")
+    s = data.train[0]
+    path = root / s.mask
+    want = seg.load_mask(str(root), s)
+    wide = want.astype(np.int32)
+
+    def save(a):  # a 16-bit PNG opens as I;16; mode I is stored as TIFF (PNG cannot hold it)
+        Image.fromarray(a.astype(np.uint16) if mode == "I;16" else a).save(
+            path, format="PNG" if mode == "I;16" else "TIFF")
+    save(wide)
+    assert Image.open(path).mode == mode
+    np.testing.assert_array_equal(seg.load_mask(str(root), s), want)  # 0..K, 255: as before
+    wide[0, 0] = 256 + 1
+    save(wide)
+    with pytest.raises(seg.InputError, match="values 0..257 .*map its values"):
+        seg.load_mask(str(root), s)
+    one_line_error(cli("transfer", "--task", "segmentation", "--student", "random:resnet18",
+                       "--data", root, "--out", tmp_path / "o", "--image-size", "32", *FAST,
+                       "--workers", "1"),
+                   "holds values 0..257")
