@@ -91,8 +91,52 @@ def test_poly_and_multistep_schedules():
     assert p.lr_at(0) == pytest.approx(0.01) and p.lr_at(5) == pytest.approx(0.01 * 0.5 ** 0.9)
     assert p.lr_at(10) == 0.0
     m = MultiStep(9, 0.02, warmup_epochs=1.0)
-    assert m.lr_at(0.5) == pytest.approx(0.01, rel=1e-6)  # half-way through the warm-up
+    assert m.lr_at(0.5) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))  # half-way: 0.5005 x
     assert [m.lr_at(t) for t in (1, 5.9, 6, 8)] == pytest.approx([0.02, 0.02, 0.002, 0.0002])
+
+
+@pytest.mark.parametrize("kind", ["poly", "multistep", "step", "cosine", "constant"])
+def test_dense_schedules_warm_up_linearly(kind):
+    """#22.15: every dense schedule = its plain value x (f + (1 - f) t / w) during the first w
+    epochs (f = 1/1000, detectron2's WarmupMultiStepLR / WarmupPolyLR), written out by hand."""
+    from kdep_cache.transfer.schedules import make_schedule, warmup_epochs
+    epochs, lr, steps = 12, 0.02, 8
+    w = warmup_epochs(epochs, steps)
+    assert w == pytest.approx(24 / 8)  # a quarter of the 96 iterations (< 1000)
+    assert warmup_epochs(100, 500) == pytest.approx(1000 / 500)  # 1000 iterations at most
+    assert warmup_epochs(1, 2) == pytest.approx(1 / 2)  # at least one iteration
+
+    def plain(t):
+        if kind == "poly":
+            return lr * (1 - t / epochs) ** 0.9
+        if kind == "multistep":
+            return lr * (0.1 if 8 <= t < 32 / 3 else 0.01 if t >= 32 / 3 else 1.0)
+        if kind == "step":
+            return lr * 0.1 ** int(t // 4)
+        if kind == "cosine":
+            return 0.5 * lr * (1 + math.cos(math.pi * t / epochs))
+        return lr
+
+    s = make_schedule(kind, epochs, lr, None, w)
+    for i in range(epochs * steps):
+        t = i / steps
+        f = 0.001 + (1 - 0.001) * t / 3 if t < 3 else 1.0
+        assert s.lr_at(t) == pytest.approx(plain(t) * f, rel=1e-9, abs=1e-15), (kind, t)
+    assert s.lr_at(0) == pytest.approx(plain(0) / 1000)
+
+
+def test_dense_default_lr_scales_with_the_batch():
+    """#22.15: lr 0.02 at batch 4 diverged (random-init Faster R-CNN, small VOC set): the
+    dense defaults are the reference lr for batch 16, scaled linearly; --lr is kept as given."""
+    from kdep_cache.transfer.run import TransferConfig, resolved
+    cfg = TransferConfig("random:resnet18", "d", "o", task="detection", batch_size=4)
+    assert resolved(cfg).lr == pytest.approx(0.005)
+    assert resolved(TransferConfig("r", "d", "o", task="detection")).lr == pytest.approx(0.02)
+    assert resolved(TransferConfig("r", "d", "o", task="segmentation", batch_size=8)
+                    ).lr == pytest.approx(0.005)
+    assert resolved(TransferConfig("r", "d", "o", task="detection", batch_size=4, lr=0.1)
+                    ).lr == 0.1
+    assert resolved(TransferConfig("r", "d", "o", batch_size=4)).lr == 0.001  # classification
 
 
 @pytest.mark.parametrize("layout", ["voc", "coco"])

@@ -183,11 +183,20 @@ def random_scale_crop(x: torch.Tensor, y: torch.Tensor, crop: int):
     return x, y
 
 
+def _drop_last(n: int, batch_size: int) -> bool:
+    """Drop a last batch of one image (BatchNorm in the head needs two)."""
+    return n > batch_size and n % batch_size == 1
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return n // batch_size if _drop_last(n, batch_size) else -(-n // batch_size)
+
+
 def loader(root, samples, mean, std, crop, batch_size, workers, shuffle, seed):
     n = len(samples)
     return DataLoader(SegDataset(root, samples, mean, std, crop), batch_size=batch_size,
                       shuffle=shuffle, num_workers=workers,
-                      drop_last=shuffle and n > batch_size and n % batch_size == 1,
+                      drop_last=shuffle and _drop_last(n, batch_size),
                       generator=torch.Generator().manual_seed(seed))
 
 
