@@ -415,3 +415,12 @@ def test_compare_plot_quiet_and_title_wrapped(tmp_path):
                          timeout=120)  # builds its font cache: "INFO matplotlib.font_manager"
     assert res.returncode == 0, res.stderr
     assert "matplotlib" not in res.stderr and (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_nonfinite_loss_advice_names_transfer_options(tmp_path, ds):
+    """#22.16: transfer's non-finite-loss line advises --lr, not train-student's --loss-weight."""
+    res = cli("transfer", "--student", "random:resnet18", "--data", ds, "--out", tmp_path / "o",
+              "--mode", "finetune", "--epochs", "1", "--lr", "1e30", "--seeds", "0", *FAST)
+    assert_one_line_error(res, "non-finite loss")
+    assert res.exit_code == 4 and "--loss-weight" not in res.stderr
+    assert "lower --lr (this run used 1e+30)" in res.stderr
