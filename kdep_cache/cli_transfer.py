@@ -46,7 +46,8 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--batch-size", type=int, default=None,
               help="[default: 64 classification, 16 segmentation / detection]")
 @click.option("--lr", type=float, default=None,
-              help="Fine-tuning learning rate [default: 0.001 / 0.01 / 0.02 by task].")
+              help="Fine-tuning learning rate [default: 0.001 classification; 0.01 / 0.02 x "
+                   "batch-size/16 segmentation / detection].")
 @click.option("--weight-decay", type=float, default=None,
               help="[default: 5e-4 classification, 1e-4 segmentation / detection]")
 @click.option("--momentum", default=0.9, show_default=True)
