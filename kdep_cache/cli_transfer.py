@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -108,6 +109,12 @@ def compare(result_dirs, metric, csv_path, markdown, plot):
         _parent(plot)
         cmp.plot(table, plot)
     click.echo(cmp.format_text(table), nl=False)
+    log = logging.getLogger("kdep_cache.compare")
+    for note in table.notes:
+        log.warning("%s", note)
+    if table.missing:
+        log.warning("not in the table (%d of %d: no results.json, unfinished or failed): %s",
+                    len(table.missing), len(result_dirs), ", ".join(table.missing))
 
 
 def _parent(path: str) -> None:

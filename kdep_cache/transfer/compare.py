@@ -16,6 +16,7 @@ from ..cache.schema import TRANSFER
 from ..errors import ArtifactError, InputError
 from ..fsio import read_json
 from ..names import RESULTS
+from .fairness import column_notes, column_settings, setting_of
 from .table import TOP1, UNITS, Cell, Table, format_text, plot, to_csv, to_markdown
 
 __all__ = ["Cell", "Table", "build_table", "format_text", "load_result", "plot", "to_csv",
@@ -47,13 +48,16 @@ def build_table(paths: list[str], metric: str = "final") -> Table:
         raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not paths:
         raise InputError("compare needs at least one RESULT_DIR")
-    results = [load_result(p) for p in paths]
+    missing = [p for p in paths if Path(p).is_dir() and not (Path(p) / RESULTS).is_file()]
+    if len(missing) == len(paths):
+        load_result(paths[0])  # nothing finished: the one-line refusal
+    results = [load_result(p) for p in paths if p not in missing]
     classif = [r for r in results if r["protocol"].get("task", "classification") not in DENSE]
     mixed = len({r["protocol"]["mode"] for r in classif}) > 1  # dense tasks always fine-tune
     names: dict[str, set] = {}
     for r in results:
         names.setdefault(Path(r["dataset"]["path"]).name, set()).add(r["dataset"]["fingerprint"])
-    rows, columns, cells, where, units = [], [], {}, {}, []
+    rows, columns, cells, where, units, settings = [], [], {}, {}, [], {}
     for r in results:
         row = r["student"]["label"] + (f" [{r['protocol']['mode']}]" if mixed and r in classif
                                        else "")
@@ -77,13 +81,16 @@ def build_table(paths: list[str], metric: str = "final") -> Table:
             s = {"mean": statistics.fmean(vals), "n": len(vals),
                  "std": statistics.stdev(vals) if len(vals) > 1 else None}
         cells[row, col], where[row, col] = Cell(s["mean"], s["std"], s["n"], by_seed), r["_path"]
+        settings.setdefault(col, {})[row] = setting_of(r)
         rows += [row] if row not in rows else []
         columns += [col] if col not in columns else []
     for row in rows:
         mean = _row_mean([cells.get((row, c)) for c in columns])
         if mean is not None:
             cells[row, MEAN] = mean
-    return Table(metric, rows, columns + [MEAN], cells, units)
+    return Table(metric, rows, columns + [MEAN], cells, units, missing=missing,
+                 settings=[column_settings(c, settings[c]) for c in columns],
+                 notes=[n for c in columns for n in column_notes(c, settings[c])])
 
 
 def seed_values(r: dict, metric: str) -> tuple[str, dict]:

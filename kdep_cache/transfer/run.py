@@ -23,6 +23,7 @@ from ..fsio import fingerprint, read_json, write_json, writer_lock
 from ..names import RESULTS, TRANSFER_MODES, TRANSFER_TASKS
 from ..runtime import autocast, resolve_device
 from ..train.student import default_precision
+from . import fairness
 from .data import open_downstream
 from .leakage import METHOD as LEAKAGE_METHOD
 from .leakage import leaked
@@ -246,7 +247,8 @@ def nonfinite_advice(msg: str, lr: float) -> str:
 def _headline(r: dict) -> dict:
     head = {"student": r["student"]["label"], "dataset": Path(r["dataset"]["path"]).name,
             "task": r["protocol"].get("task", "classification"), "mode": r["protocol"]["mode"], "classes": r["dataset"]["n_classes"],
-            "train/test": f"{r['dataset']['n_train']}/{r['dataset']['n_test']}"}
+            "train/test": f"{r['dataset']['n_train']}/{r['dataset']['n_test']}",
+            "measured at": fairness.headline(r["protocol"])}
     for k, s in r["summary"].items():
         std = "" if s["std"] is None else f" ± {s['std']:.2f}"
         head[k] = f"{s['mean']:.2f}{std} (n={s['n']})"

@@ -36,6 +36,9 @@ class Table:
     columns: list[str]
     cells: dict  # (row, column) -> Cell
     units: list = field(default_factory=lambda: [TOP1])
+    missing: list = field(default_factory=list)  # given folders without results.json
+    settings: list = field(default_factory=list)  # per column: mode, size, precision, epochs
+    notes: list = field(default_factory=list)    # warnings about the comparison itself
 
     @property
     def title(self) -> str:
@@ -57,7 +60,8 @@ def format_text(t: Table) -> str:
     line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
                                for i, (v, w) in enumerate(zip(r, widths))).rstrip()
     sep = "  ".join("-" * w for w in widths)
-    return "\n".join([t.title, line(grid[0]), sep] + [line(r) for r in grid[1:]]) + "\n"
+    extra = [f"measured at: {x}" for x in t.settings]
+    return "\n".join([t.title, line(grid[0]), sep] + [line(r) for r in grid[1:]] + extra) + "\n"
 
 
 def to_markdown(t: Table) -> str:
@@ -65,6 +69,7 @@ def to_markdown(t: Table) -> str:
     out = [f"_{t.title}_", "", "| " + " | ".join(grid[0]) + " |",
            "|" + "|".join(["---"] + ["---:"] * (len(grid[0]) - 1)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in grid[1:]]
+    out += ["", *[f"_measured at: {x}_  " for x in t.settings]] if t.settings else []
     return "\n".join(out) + "\n"
 
 
