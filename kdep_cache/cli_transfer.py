@@ -73,6 +73,10 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
               type=click.Choice(PRECISIONS),
               help="Autocast: auto = bf16 where the hardware supports it.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tune in --out.")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep each seed's checkpoint.pt (weights + optimizer state) after the run "
+                   "finishes; by default they are removed once results.json is saved (they "
+                   "only serve --resume).")
 @click.option("--allow-leakage", is_flag=True,
               help="Run even if downstream test images were pre-training images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

@@ -318,6 +318,16 @@ def test_finetune_relu_present_and_resume(tmp_path, ds, monkeypatch):
     assert r["protocol"]["lr"] == 0.001 and r["protocol"]["weight_decay"] == 5e-4
     lines = (out / "seed-0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    # #22.18: finished: checkpoint.pt (only for --resume) is removed, as train-student does
+    assert not (out / "seed-0" / "checkpoint.pt").exists()
+
+
+def test_keep_checkpoint_keeps_each_seeds_checkpoint(tmp_path, ds):
+    out = tmp_path / "keep"
+    res = cli("transfer", "--student", "random:resnet18", "--data", ds, "--out", out, "--mode",
+              "finetune", "--epochs", "1", "--seeds", "0,1", "--keep-checkpoint", *FAST)
+    assert res.exit_code == 0, res.output
+    assert all((out / f"seed-{s}" / "checkpoint.pt").is_file() for s in (0, 1))
 
 
 def test_finetune_net_post_is_nonnegative():

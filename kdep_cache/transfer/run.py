@@ -20,7 +20,7 @@ from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..dist import env_ranks
 from ..errors import InputError, TrainingError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
-from ..names import RESULTS, TRANSFER_MODES, TRANSFER_TASKS
+from ..names import CHECKPOINT, RESULTS, TRANSFER_MODES, TRANSFER_TASKS
 from ..runtime import autocast, resolve_device
 from ..train.student import default_precision
 from . import fairness
@@ -79,6 +79,7 @@ class TransferConfig:
     resume: bool = False
     allow_leakage: bool = False
     seg_head: str = "psp"          # psp (paper) | deeplabv3 | fcn
+    keep_checkpoint: bool = False  # each seed's checkpoint.pt only serves --resume
 
 
 # The dense tasks' default lr is the reference recipe's for a batch of 16, scaled linearly
@@ -231,6 +232,9 @@ def transfer(cfg: TransferConfig) -> dict:
                   **({"ranks": d.world_size} if d.enabled else {})}
         if d.main:
             write_json(out / RESULTS, result)
+            if not cfg.keep_checkpoint:  # results.json now marks every seed complete
+                for seed in cfg.seeds:
+                    (out / f"seed-{seed}" / CHECKPOINT).unlink(missing_ok=True)
     return {"out": str(out), **_headline(result), "seconds": round(secs, 1),
             "device": str(device), "precision": precision}
 
