@@ -32,7 +32,7 @@ TRANSFER_TASKS = ("classification", "segmentation", "detection")
 SEG_HEADS = ("psp", "deeplabv3", "fcn")
 TRANSFER_SCHEDULES = (*SCHEDULES, "poly", "multistep")
 # ViT teacher features (models/timm_models.py, models/hf_models.py)
-TEACHER_FEATURES = ("cls", "mean-patch")
+TEACHER_FEATURES = ("cls", "mean-patch", "pre-logits")
 # torchvision students (models/registry.py)
 KNOWN_STUDENTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                   "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",

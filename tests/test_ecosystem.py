@@ -113,6 +113,38 @@ def test_timm_vit_feature_is_final_norm_token(tdir, feature):
     assert info.feature == feature and info.dim == 64
 
 
+@pytest.mark.parametrize("name", ["test_vit2", "test_vit3", "test_vit4"])
+def test_timm_vit_pooled_otherwise_gives_what_the_head_sees(tdir, name):
+    """#22.11: avg pooling + fc_norm (BEiT, MAE, *_gap) or attention pooling: the default
+    feature is the head's input, forward_head(pre_logits=True), and it is recorded."""
+    net, w = timm_weights(name, tdir)
+    fnet, info = load_teacher(f"timm:{name}", str(w))
+    net = timm.create_model(name, dynamic_img_size=True).eval()
+    net.load_state_dict(load_state_dict_file(w), strict=True)
+    seen = {}
+    net.head.register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+    x = _x(32)
+    with torch.no_grad():
+        logits = net(x)
+        out = fnet(x, want_logits=True)
+    torch.testing.assert_close(out["pre"], seen["x"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["logits"], logits, rtol=1e-5, atol=1e-5)
+    assert info.feature == "pre-logits" and "what the head sees" in info.feature_layer
+    assert info.dim == out["pre"].shape[1]
+    if name == "test_vit2":  # avg + fc_norm: differs from the un-normalised token mean
+        _, mp = load_teacher(f"timm:{name}", str(w), feature="mean-patch")
+        assert mp.feature == "mean-patch"
+
+
+def test_timm_vit_explicit_cls_on_an_fc_norm_model_warns(caplog):
+    from kdep_cache.models.timm_models import TimmFeatures
+    net = timm.create_model("test_vit", global_pool="avg", fc_norm=True).eval()
+    with caplog.at_level("WARNING"):
+        f = TimmFeatures(net, "cls")
+    assert f.feature == "cls" and "never sees the raw CLS token" in caplog.text
+    assert TimmFeatures(net).feature == "pre-logits"
+
+
 # ---------------------------------------------------------------- Hugging Face teachers
 @pytest.fixture(scope="module")
 def hf(tdir):

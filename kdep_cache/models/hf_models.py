@@ -35,6 +35,8 @@ _DROPPED = ("classifier.", "text_model.", "text_projection.", "visual_projection
             "logit_scale", "pooler.")
 from .timm_models import VIT_FEATURES  # noqa: E402,F401  (defined once, there)
 
+HF_FEATURES = ("cls", "mean-patch")  # the head-input feature is the default (cls / pooled)
+
 
 def _transformers():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -174,8 +176,8 @@ class HFFeatures:
         if conv and self.feature != "pooled":
             raise InputError(f"feature {feature!r} applies to ViTs only; ConvNeXt gives its "
                              "pooled, normed feature")
-        if not conv and self.feature not in VIT_FEATURES:
-            raise InputError(f"feature {feature!r}: use one of {', '.join(VIT_FEATURES)}")
+        if not conv and self.feature not in HF_FEATURES:
+            raise InputError(f"feature {feature!r}: use one of {', '.join(HF_FEATURES)}")
         c = net.config
         self.dim = int(c.hidden_sizes[-1] if conv else c.hidden_size)
         self.num_classes = None  # backbones only: no classifier, no logits

@@ -9,13 +9,18 @@ Features (what :class:`~kdep_cache.models.FeatureNet` returns as ``pre``):
   Hardswish). A model whose feature map does not end in an activation module (ConvNeXt:
   stages -> ``norm_pre`` = Identity) gives ``forward_head(pre_logits=True)``: pooled, then
   the head's LayerNorm -- exactly what its classifier sees.
-- ViTs: ``forward_features(x)[:, 0]``, the final-layer CLS token after ``model.norm`` (with
-  the default token pooling ``fc_norm`` is Identity, so this is what ``model.head`` sees), or
-  the mean of the patch tokens (``--teacher-feature mean-patch``; prefix tokens excluded).
+- ViTs: what the head sees by default. With CLS-token pooling and no ``fc_norm`` that is
+  ``forward_features(x)[:, 0]``, the final-layer CLS token after ``model.norm`` (feature
+  ``cls``); a ViT that pools otherwise or normalises after pooling (BEiT, MAE fine-tunes,
+  ``*_gap``: ``fc_norm``; attention pooling ``map``) gives ``forward_head(pre_logits=True)``
+  (feature ``pre-logits``), since its CLS token / token mean is never normalised the way the
+  head sees it. ``--teacher-feature cls`` / ``mean-patch`` (the mean of the patch tokens after
+  ``model.norm``, prefix tokens excluded) choose a token feature explicitly.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -27,6 +32,7 @@ from ..names import TEACHER_FEATURES as VIT_FEATURES
 from .normalization import as_mean_std
 from .weights import fit_state_dict, load_state_dict_file
 
+log = logging.getLogger(__name__)
 PREFIX = "timm:"
 _DYNAMIC_SIZE = ("timm.models.vision_transformer", "timm.models.deit", "timm.models.eva")
 _ACTS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish,
@@ -87,6 +93,16 @@ def is_token_model(net: nn.Module) -> bool:
     return hasattr(net, "num_prefix_tokens") and hasattr(net, "patch_embed")
 
 
+def _has_fc_norm(net: nn.Module) -> bool:
+    return not isinstance(getattr(net, "fc_norm", None), (nn.Identity, type(None)))
+
+
+def cls_is_head_input(net: nn.Module) -> bool:
+    """The head sees exactly ``forward_features(x)[:, 0]``: CLS-token pooling, no fc_norm."""
+    return (getattr(net, "global_pool", None) == "token" and not _has_fc_norm(net)
+            and getattr(net, "cls_token", None) is not None)
+
+
 def _is_activation(m: nn.Module) -> bool:
     return isinstance(m, _ACTS) or type(m).__module__.startswith("timm.layers.activations")
 
@@ -100,13 +116,20 @@ class TimmFeatures:
         self._grabbed: torch.Tensor | None = None
         self.act_name: str | None = None
         if self.token:
+            default = "cls" if cls_is_head_input(net) else "pre-logits"
+            self.feature = feature or default
+            if feature == "cls" and default != "cls":
+                log.warning("%s pools with %s%s: its head never sees the raw CLS token "
+                            "(--teacher-feature pre-logits gives what the head sees)",
+                            type(net).__name__, getattr(net, "global_pool", "?"),
+                            " + fc_norm" if _has_fc_norm(net) else "")
             if self.feature not in VIT_FEATURES:
                 raise InputError(f"feature {feature!r} for a ViT: use one of "
                                  f"{', '.join(VIT_FEATURES)}")
             if self.feature == "cls" and getattr(net, "cls_token", None) is None:
                 raise InputError(f"{type(net).__name__} has no CLS token: use the feature "
                                  "mean-patch")
-            self.dim = int(net.num_features)
+            self.dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
             return
         if feature not in (None, "pre-activation"):
             raise InputError(f"feature {feature!r} applies to ViTs only; a CNN gives its "
@@ -147,6 +170,11 @@ class TimmFeatures:
     def layer(self) -> str:
         kind = type(self.net).__name__
         if self.token:
+            if self.feature == "pre-logits":
+                how = getattr(self.net, "global_pool", "?")
+                norm = " + fc_norm" if _has_fc_norm(self.net) else ""
+                return f"timm {kind}: forward_head(pre_logits=True) ({how} pool{norm}), what " \
+                       "the head sees"
             return (f"timm {kind}: final-layer CLS token after model.norm, before the head"
                     if self.feature == "cls" else
                     f"timm {kind}: mean of the final-layer patch tokens after model.norm")
@@ -158,7 +186,9 @@ class TimmFeatures:
         net = self.net
         out = net.forward_features(x)
         if self.token:
-            pre = out[:, 0] if self.feature == "cls" else out[:, net.num_prefix_tokens:].mean(1)
+            pre = (out[:, 0] if self.feature == "cls" else
+                   out[:, net.num_prefix_tokens:].mean(1) if self.feature == "mean-patch" else
+                   net.forward_head(out, pre_logits=True))
             post = pre
         elif self.act_name:
             grabbed, self._grabbed = self._grabbed, None
