@@ -136,6 +136,24 @@ def test_timm_vit_pooled_otherwise_gives_what_the_head_sees(tdir, name):
         assert mp.feature == "mean-patch"
 
 
+def test_timm_pretrained_tag_recorded_and_warned_when_missing(tdir, caplog):
+    """#22.12: mean/std come from the pretrained_cfg of a tag; the tag is recorded, and a NAME
+    without a tag (timm's default tag decides the normalization) is warned about."""
+    _, w = timm_weights("test_vit", tdir)
+    with caplog.at_level("WARNING"):
+        _, info = load_teacher("timm:test_vit", str(w))
+    assert info.pretrained_tag == "r160_in1k" and info.to_json()["pretrained_tag"] == "r160_in1k"
+    assert "names no pretrained tag" in caplog.text and "'r160_in1k'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _, tagged = load_teacher("timm:test_vit.r160_in1k", str(w))
+    assert tagged.pretrained_tag == "r160_in1k" and "pretrained tag" not in caplog.text
+    with caplog.at_level("WARNING"):
+        _, preset = load_teacher("timm:test_vit", str(w), norm="imagenet")
+    assert preset.pretrained_tag is None and "pretrained_tag" not in preset.to_json()
+    assert "pretrained tag" not in caplog.text  # --norm decides: nothing to warn about
+
+
 def test_timm_vit_explicit_cls_on_an_fc_norm_model_warns(caplog):
     from kdep_cache.models.timm_models import TimmFeatures
     net = timm.create_model("test_vit", global_pool="avg", fc_norm=True).eval()

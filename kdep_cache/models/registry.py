@@ -41,10 +41,11 @@ class TeacherInfo:
     mean: list | None = None        # recorded when norm is not a preset (checkpoint config)
     std: list | None = None
     input_size: int | None = None   # the checkpoint's own resolution, where it says one
-    feature: str | None = None      # a ViT's token feature: cls | mean-patch
+    feature: str | None = None      # a ViT's token feature: cls | mean-patch | pre-logits
+    pretrained_tag: str | None = None  # timm: the pretrained_cfg tag mean/std/size came from
 
     def to_json(self) -> dict:
-        extra = ("mean", "std", "input_size", "feature")  # omitted if unset: old ids unchanged
+        extra = ("mean", "std", "input_size", "feature", "pretrained_tag")  # omitted if unset
         return {k: v for k, v in self.__dict__.items() if k not in extra or v is not None}
 
     @property
@@ -130,7 +131,8 @@ def _load_ecosystem(spec: str, weights: str | None, norm: str | None, feature: s
     (recorded as values; ``--norm PRESET`` overrides them)."""
     if spec.startswith(timm_models.PREFIX):
         net, wpath, wdesc = timm_models.load_teacher(spec[len(timm_models.PREFIX):], weights)
-        mean, std, size = timm_models.data_config(net)
+        mean, std, size, tag = timm_models.data_config(
+            net, spec, weighted=wpath is not None and norm in (None, "timm:pretrained_cfg"))
         sha, source = sha256_file(wpath) if wpath else "random", "timm:pretrained_cfg"
         has_head = getattr(net, "kdep_has_head", True)
     else:
@@ -139,12 +141,14 @@ def _load_ecosystem(spec: str, weights: str | None, norm: str | None, feature: s
         mean, std, size = hf_models.preprocessor(folder, norm is None) or (None, None, None)
         wdesc = str(files[0].resolve()) if len(files) == 1 else str(files[0].parent.resolve())
         sha, source, has_head = hf_models.weights_sha256(files), "hf:preprocessor_config", False
+        tag = None
     fnet = _frozen(FeatureNet(net, feature))
     own = norm is None or norm == source
     info = TeacherInfo(spec, wdesc, sha, fnet.feature_layer, source if own else check_preset(norm),
                        int(fnet.dim), fnet.num_classes if has_head else None,
                        list(mean) if own else None, list(std) if own else None, size,
-                       fnet.adapter.feature if fnet.adapter.feature in VIT_FEATURES else None)
+                       fnet.adapter.feature if fnet.adapter.feature in VIT_FEATURES else None,
+                       tag if own else None)
     return fnet, info
 
 

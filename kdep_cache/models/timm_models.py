@@ -78,11 +78,24 @@ def load_teacher(name: str, weights: str | None) -> tuple[nn.Module, str | None,
     return net, weights, str(Path(weights).resolve())
 
 
-def data_config(net: nn.Module) -> tuple[tuple, tuple, int]:
-    """``(mean, std, input size)`` from the model's own pretrained config."""
+def data_config(net: nn.Module, spec: str = "", weighted: bool = False
+                ) -> tuple[tuple, tuple, int, str | None]:
+    """``(mean, std, input size, tag)`` from the pretrained config of the tag in ``timm:NAME.TAG``
+    (timm's default tag for the architecture when NAME has none: warned about, since weights
+    from another tag, e.g. a CLIP or in21k one, may need another mean/std)."""
     cfg = _timm().data.resolve_model_data_config(net)
     mean, std = as_mean_std(cfg["mean"], cfg["std"], "timm pretrained_cfg")
-    return mean, std, int(cfg["input_size"][-1])
+    tag = (getattr(net, "pretrained_cfg", None) or {}).get("tag")
+    if weighted and "." not in spec.removeprefix(PREFIX):
+        log.warning("%s names no pretrained tag: mean %s, std %s and size %d are those of "
+                    "timm's default tag %r; if the weights come from another tag, name it "
+                    "(%s.TAG) or pass --norm", spec, _short(mean), _short(std),
+                    int(cfg["input_size"][-1]), tag, spec)
+    return mean, std, int(cfg["input_size"][-1]), tag
+
+
+def _short(v) -> str:
+    return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
 
 
 def is_timm(net: nn.Module) -> bool:
