@@ -467,3 +467,20 @@ def test_cli_end_to_end_timm_and_hf(images, tmp_path, tdir):
             load_state_dict_file(tmp_path / f"r{name}" / STUDENT_SAFETENSORS), strict=True)
     t = Store(tmp_path / "ch", RAW).manifest["settings"]["teacher"]
     assert t["feature"] == "mean-patch" and t["mean"] == HF_MEAN
+
+
+def test_hf_extra_floor_has_the_arguments_the_code_calls():
+    """#22.13: CLIPVisionModel.forward gained interpolate_pos_encoding in transformers 4.46.0
+    (4.45.x lacks it: checked in the published wheels); setup.cfg's hf floor must be >= that."""
+    import configparser
+    import inspect
+    import re
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parent.parent / "setup.cfg")
+    hf = cfg["options.extras_require"]["hf"]
+    floor = tuple(int(x) for x in re.search(r"transformers>=([\d.]+)", hf).group(1).split("."))
+    assert floor >= (4, 46), hf
+    tf = pytest.importorskip("transformers")
+    for cls in (tf.CLIPVisionModel, tf.ViTModel):  # hf_models passes it to both
+        assert "interpolate_pos_encoding" in inspect.signature(cls.forward).parameters
