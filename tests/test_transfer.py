@@ -435,3 +435,21 @@ def test_nonfinite_loss_advice_names_transfer_options(tmp_path, ds):
     assert_one_line_error(res, "non-finite loss")
     assert res.exit_code == 4 and "--loss-weight" not in res.stderr
     assert "lower --lr (this run used 1e+30)" in res.stderr
+
+
+def test_options_that_do_not_apply_are_warned_about():
+    """#23.15: linear transfer with --epochs / --lr, and --lr-step with a schedule other than
+    step, were ignored without a word."""
+    from kdep_cache.transfer.run import ignored_options, resolved
+    lin = TransferConfig("random:resnet18", "d", "o", epochs=5, lr=0.1)
+    (line,) = ignored_options(lin, resolved(lin))
+    assert line.startswith("--epochs, --lr ignored: the linear probe")
+    ft_ = TransferConfig("random:resnet18", "d", "o", mode="finetune", schedule="constant",
+                         lr_step=3)
+    assert ignored_options(ft_, resolved(ft_)) == [
+        "--lr-step ignored: it sets the step of --schedule step, not of --schedule constant"]
+    for fine in (TransferConfig("r", "d", "o", mode="finetune", epochs=5, lr=0.1, lr_step=2),
+                 TransferConfig("r", "d", "o")):
+        assert ignored_options(fine, resolved(fine)) == []
+    dense = TransferConfig("r", "d", "o", task="segmentation", lr_step=2)  # poly by default
+    assert "not of --schedule poly" in ignored_options(dense, resolved(dense))[0]

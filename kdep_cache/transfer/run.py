@@ -99,6 +99,22 @@ def resolved(cfg: TransferConfig) -> TransferConfig:
     return replace(cfg, **{k: v for k, v in d.items() if getattr(cfg, k) is None})
 
 
+def ignored_options(given: TransferConfig, cfg: TransferConfig) -> list[str]:
+    """One warning line per option the user gave that the resolved run does not use."""
+    out = []
+    if cfg.mode == "linear":
+        named = [f"--{k.replace('_', '-')}" for k in ("epochs", "lr", "weight_decay", "schedule",
+                                                      "lr_step") if getattr(given, k) is not None]
+        if named:
+            out.append(f"{', '.join(named)} ignored: the linear probe trains no network (a "
+                       "logistic regression, C chosen on a held-out part of train); they apply "
+                       "to --mode finetune")
+    elif given.lr_step is not None and cfg.schedule != "step":
+        out.append(f"--lr-step ignored: it sets the step of --schedule step, not of "
+                   f"--schedule {cfg.schedule}")
+    return out
+
+
 def lr_rule(cfg: TransferConfig, given: float | None) -> str:
     """How the lr was chosen (recorded in the protocol)."""
     if given is not None:
@@ -163,7 +179,10 @@ def _leakage(cfg: TransferConfig, student, data) -> tuple[bool, list[str]]:
 
 def transfer(cfg: TransferConfig) -> dict:
     """Run every seed of ``cfg`` and write ``RESULT_DIR/results.json`` atomically."""
+    given = cfg
     given_lr, cfg = cfg.lr, resolved(cfg)
+    for line in ignored_options(given, cfg):
+        log.warning("%s", line)
     _check(cfg)
     r = env_ranks()
     if r is not None and r.world_size > 1 and cfg.task != "classification":
