@@ -453,3 +453,16 @@ def test_options_that_do_not_apply_are_warned_about():
         assert ignored_options(fine, resolved(fine)) == []
     dense = TransferConfig("r", "d", "o", task="segmentation", lr_step=2)  # poly by default
     assert "not of --schedule poly" in ignored_options(dense, resolved(dense))[0]
+
+
+def test_nan_student_weights_in_the_linear_probe_is_one_line(tmp_path, ds):
+    """#23.9: a student whose weights hold NaN ended in sklearn's 'Input contains NaN' as an
+    internal error."""
+    torch.manual_seed(0)
+    sd = torchvision.models.resnet18().state_dict()
+    sd["layer4.1.conv2.weight"][0, 0, 1, 1] = float("nan")  # the centre: 1x1 maps at 32 px
+    torch.save(sd, tmp_path / "nan.pth")
+    res = cli("transfer", "--student", tmp_path / "nan.pth", "--arch", "resnet18", "--data", ds,
+              "--out", tmp_path / "o", "--seeds", "0", *FAST)
+    assert_one_line_error(res, "features are not finite (NaN / inf) on 18 of the 18 train")
+    assert not (tmp_path / "o" / "results.json").exists()
