@@ -206,3 +206,20 @@ def test_eval_boxes_map_back_to_image_pixels(tmp_path):
 
     r = det.evaluate(det.DetNet(Oracle()), data.path, data.val, data.classes, "cpu", size)
     assert r["ap"] == pytest.approx(100.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("task,layout", [("detection", "voc"), ("segmentation", "coco")])
+def test_missing_pycocotools_names_the_extra_before_training(tmp_path, monkeypatch, task,
+                                                             layout):
+    """#23.9: without the optional extra, detection (and COCO masks) ended in
+    ModuleNotFoundError: pycocotools as an internal error, after the training."""
+    import sys
+    root, _ = make_dense(tmp_path / layout, layout, n_train=2, n_val=1)
+    for name in [m for m in sys.modules if m.startswith("pycocotools")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # as if not installed
+    res = cli("transfer", "--task", task, "--student", "random:resnet18", "--data", root,
+              "--out", tmp_path / "o", "--image-size", "32", *FAST)
+    one_line_error(res, "pycocotools, which is not installed: pip install pycocotools (or pip "
+                        "install 'kdep-cache[det]')")
+    assert not (tmp_path / "o" / "seed-0").exists()  # refused before any training

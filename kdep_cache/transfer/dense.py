@@ -32,6 +32,19 @@ def check_student(student, task: str) -> None:
                          f"{student.spec} is a {family} network")
 
 
+def require_extras(task: str, layout: str) -> None:
+    """pycocotools scores detection (COCOeval) and renders COCO polygons: refuse up front, not
+    after the training, when it is not installed (as diagnose does for matplotlib)."""
+    if task != "detection" and layout != "coco":
+        return
+    try:
+        import pycocotools.coco  # noqa: F401
+    except ImportError:
+        why = "scores AP with" if task == "detection" else "renders COCO masks with"
+        raise InputError(f"--task {task} {why} pycocotools, which is not installed: pip install "
+                         "pycocotools (or pip install 'kdep-cache[det]')") from None
+
+
 def protocol(cfg, student, size: int, source: str, device, n_train: int
              ) -> tuple[dict, tuple]:
     if cfg.task == "segmentation":

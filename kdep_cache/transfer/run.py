@@ -194,10 +194,11 @@ def transfer(cfg: TransferConfig) -> dict:
         data = open_downstream(cfg.data, cfg.test_fraction, cfg.split_seed)
         files = [os.path.join(data.train.root, p) for p in data.train.paths]
     else:
-        from .dense import check_student
+        from .dense import check_student, require_extras
         from .layouts import open_dense
         check_student(student, cfg.task)
         data = open_dense(cfg.data, cfg.task)
+        require_extras(cfg.task, data.layout)
         files = [os.path.join(data.path, s.image) for s in data.train]
     checked, overlap = _leakage(cfg, student, data)
     device = dist.rank_device(resolve_device(cfg.device))
