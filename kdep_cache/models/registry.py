@@ -14,9 +14,10 @@ import torch
 import torchvision
 from torch import nn
 
+from ..checks import did_you_mean
 from ..errors import InputError
 from ..fsio import sha256_file
-from ..names import KNOWN_STUDENTS  # noqa: F401  (defined once, there)
+from ..names import KNOWN_STUDENTS, LITE_TEACHERS  # noqa: F401  (defined once, there)
 from . import hf_models, timm_models
 from .features import FeatureNet
 from .hf_models import VIT_FEATURES
@@ -24,7 +25,6 @@ from .normalization import NORMALIZATIONS, check_preset, normalization  # noqa: 
 from .weights import fit_state_dict, load_state_dict_file
 
 _TV_FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2", "mobilenet_v3")
-LITE_TEACHERS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 
 @dataclass
@@ -100,9 +100,10 @@ def load_teacher(spec: str, weights: str | None = None, norm: str | None = None,
         net, wpath, wdesc = _load_torchvision(spec, weights)
         norm = norm or "imagenet"
     else:
-        raise InputError(f"unknown teacher {spec!r}: use a torchvision name "
-                         f"({', '.join(_tv_names())}), {', '.join(LITE_TEACHERS)}, a TorchScript "
-                         "file, timm:NAME or hf:DIR")
+        raise InputError(f"unknown teacher {spec!r}"
+                         f"{did_you_mean(spec, [*_tv_names(), *LITE_TEACHERS])}: use a "
+                         f"torchvision name ({', '.join(_tv_names())}), {', '.join(LITE_TEACHERS)},"
+                         " a TorchScript file, timm:NAME or hf:DIR")
     check_preset(norm)
     fnet = _frozen(FeatureNet(net))
     if fnet.dim is None:  # TorchScript: probe once
