@@ -10,6 +10,7 @@ negative seeds, scikit-learn's ``random_state`` (the linear probe) needs ``< 2**
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import os
@@ -29,7 +30,7 @@ from .limits import (
     in_range,
     max_workers,
 )
-from .names import HF_PREFIX, KNOWN_STUDENTS, TIMM_PREFIX
+from .names import HF_PREFIX, KNOWN_STUDENTS, LITE_TEACHERS, TIMM_PREFIX, TV_TEACHERS
 from .oschecks import output
 from .stages import own_out
 
@@ -241,8 +242,28 @@ def check_paths(opts: dict, dirs=(), files=(), weights=()) -> None:
 
 
 # one call per command: options, then input paths (the CLI runs these before any import)
+def did_you_mean(text: str, choices) -> str:
+    near = difflib.get_close_matches(text, list(choices), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(near)}?" if near else ""
+
+
+def teacher_name(spec) -> None:
+    """``--teacher``: a torchvision / EfficientNet-Lite name, ``timm:NAME``, ``hf:DIR`` or a
+    TorchScript file; an unknown name is refused here, before torch is imported."""
+    if spec is None or str(spec).startswith((TIMM_PREFIX, HF_PREFIX)):
+        return
+    spec = str(spec)
+    if (spec in TV_TEACHERS or spec.lower().replace("_", "-") in LITE_TEACHERS
+            or looks_like_path(spec) or os.path.exists(spec)):
+        return
+    raise InputError(f"unknown teacher {spec!r}{did_you_mean(spec, TV_TEACHERS + LITE_TEACHERS)} "
+                     f"(a torchvision name: {', '.join(TV_TEACHERS)}; {', '.join(LITE_TEACHERS)};"
+                     " a TorchScript file; timm:NAME or hf:DIR)")
+
+
 def extract_args(o: dict) -> None:
     check_options(o)
+    teacher_name(o.get("teacher"))
     check_paths(o, dirs=("data",), files=("file_list",), weights=("teacher", "teacher_weights"))
     output("out", o.get("out"))
     own_out("out", o.get("out"), "extract")

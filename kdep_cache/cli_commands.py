@@ -86,7 +86,8 @@ def _aug_options(f):
               help="Also cache post-activation features (conv1x1-post baseline).")
 @click.option("--norm", default=None, help="Input normalization preset (imagenet, lite).")
 @click.option("--teacher-feature", type=click.Choice(TEACHER_FEATURES), default=None,
-              help="ViT teachers (timm:/hf:): final-layer CLS token (default) or mean patch token.")
+              help="ViT teachers (timm:/hf:): default = what the head sees (CLS token, or "
+                   "timm's pre-logits where it pools otherwise); cls, mean-patch or pre-logits.")
 @click.option("--shard-size", default=1024, show_default=True, help="Images per shard.")
 @click.option("--rank", default=0, show_default=True, help="This process's rank (multi-process).")
 @click.option("--world-size", default=1, show_default=True, help="Number of extracting processes.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -46,7 +47,8 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--batch-size", type=int, default=None,
               help="[default: 64 classification, 16 segmentation / detection]")
 @click.option("--lr", type=float, default=None,
-              help="Fine-tuning learning rate [default: 0.001 / 0.01 / 0.02 by task].")
+              help="Fine-tuning learning rate [default: 0.001 classification; 0.01 / 0.02 x "
+                   "batch-size/16 segmentation / detection].")
 @click.option("--weight-decay", type=float, default=None,
               help="[default: 5e-4 classification, 1e-4 segmentation / detection]")
 @click.option("--momentum", default=0.9, show_default=True)
@@ -71,6 +73,10 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
               type=click.Choice(PRECISIONS),
               help="Autocast: auto = bf16 where the hardware supports it.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tune in --out.")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep each seed's checkpoint.pt (weights + optimizer state) after the run "
+                   "finishes; by default they are removed once results.json is saved (they "
+                   "only serve --resume).")
 @click.option("--allow-leakage", is_flag=True,
               help="Run even if downstream test images were pre-training images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -107,6 +113,12 @@ def compare(result_dirs, metric, csv_path, markdown, plot):
         _parent(plot)
         cmp.plot(table, plot)
     click.echo(cmp.format_text(table), nl=False)
+    log = logging.getLogger("kdep_cache.compare")
+    for note in table.notes:
+        log.warning("%s", note)
+    if table.missing:
+        log.warning("not in the table (%d of %d: no results.json, unfinished or failed): %s",
+                    len(table.missing), len(result_dirs), ", ".join(table.missing))
 
 
 def _parent(path: str) -> None:

@@ -32,11 +32,17 @@ TRANSFER_TASKS = ("classification", "segmentation", "detection")
 SEG_HEADS = ("psp", "deeplabv3", "fcn")
 TRANSFER_SCHEDULES = (*SCHEDULES, "poly", "multistep")
 # ViT teacher features (models/timm_models.py, models/hf_models.py)
-TEACHER_FEATURES = ("cls", "mean-patch")
+TEACHER_FEATURES = ("cls", "mean-patch", "pre-logits")
 # torchvision students (models/registry.py)
 KNOWN_STUDENTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                   "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
                   "mobilenet_v3_small", "mobilenet_v3_large")
+# torchvision teachers (models/registry.py checks this list against torchvision's own) and the
+# EfficientNet-Lite ones: known without importing torch, so the CLI refuses a typo at once
+TV_TEACHERS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "resnet101",
+               "resnet152", "resnet18", "resnet34", "resnet50", "resnext101_32x8d",
+               "resnext101_64x4d", "resnext50_32x4d", "wide_resnet101_2", "wide_resnet50_2")
+LITE_TEACHERS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 # students and teachers resolved by an ecosystem loader (models/timm_models.py, hf_models.py)
 TIMM_PREFIX, HF_PREFIX = "timm:", "hf:"
 

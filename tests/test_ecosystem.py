@@ -113,6 +113,56 @@ def test_timm_vit_feature_is_final_norm_token(tdir, feature):
     assert info.feature == feature and info.dim == 64
 
 
+@pytest.mark.parametrize("name", ["test_vit2", "test_vit3", "test_vit4"])
+def test_timm_vit_pooled_otherwise_gives_what_the_head_sees(tdir, name):
+    """#22.11: avg pooling + fc_norm (BEiT, MAE, *_gap) or attention pooling: the default
+    feature is the head's input, forward_head(pre_logits=True), and it is recorded."""
+    net, w = timm_weights(name, tdir)
+    fnet, info = load_teacher(f"timm:{name}", str(w))
+    net = timm.create_model(name, dynamic_img_size=True).eval()
+    net.load_state_dict(load_state_dict_file(w), strict=True)
+    seen = {}
+    net.head.register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+    x = _x(32)
+    with torch.no_grad():
+        logits = net(x)
+        out = fnet(x, want_logits=True)
+    torch.testing.assert_close(out["pre"], seen["x"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["logits"], logits, rtol=1e-5, atol=1e-5)
+    assert info.feature == "pre-logits" and "what the head sees" in info.feature_layer
+    assert info.dim == out["pre"].shape[1]
+    if name == "test_vit2":  # avg + fc_norm: differs from the un-normalised token mean
+        _, mp = load_teacher(f"timm:{name}", str(w), feature="mean-patch")
+        assert mp.feature == "mean-patch"
+
+
+def test_timm_pretrained_tag_recorded_and_warned_when_missing(tdir, caplog):
+    """#22.12: mean/std come from the pretrained_cfg of a tag; the tag is recorded, and a NAME
+    without a tag (timm's default tag decides the normalization) is warned about."""
+    _, w = timm_weights("test_vit", tdir)
+    with caplog.at_level("WARNING"):
+        _, info = load_teacher("timm:test_vit", str(w))
+    assert info.pretrained_tag == "r160_in1k" and info.to_json()["pretrained_tag"] == "r160_in1k"
+    assert "names no pretrained tag" in caplog.text and "'r160_in1k'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _, tagged = load_teacher("timm:test_vit.r160_in1k", str(w))
+    assert tagged.pretrained_tag == "r160_in1k" and "pretrained tag" not in caplog.text
+    with caplog.at_level("WARNING"):
+        _, preset = load_teacher("timm:test_vit", str(w), norm="imagenet")
+    assert preset.pretrained_tag is None and "pretrained_tag" not in preset.to_json()
+    assert "pretrained tag" not in caplog.text  # --norm decides: nothing to warn about
+
+
+def test_timm_vit_explicit_cls_on_an_fc_norm_model_warns(caplog):
+    from kdep_cache.models.timm_models import TimmFeatures
+    net = timm.create_model("test_vit", global_pool="avg", fc_norm=True).eval()
+    with caplog.at_level("WARNING"):
+        f = TimmFeatures(net, "cls")
+    assert f.feature == "cls" and "never sees the raw CLS token" in caplog.text
+    assert TimmFeatures(net).feature == "pre-logits"
+
+
 # ---------------------------------------------------------------- Hugging Face teachers
 @pytest.fixture(scope="module")
 def hf(tdir):
@@ -417,3 +467,20 @@ def test_cli_end_to_end_timm_and_hf(images, tmp_path, tdir):
             load_state_dict_file(tmp_path / f"r{name}" / STUDENT_SAFETENSORS), strict=True)
     t = Store(tmp_path / "ch", RAW).manifest["settings"]["teacher"]
     assert t["feature"] == "mean-patch" and t["mean"] == HF_MEAN
+
+
+def test_hf_extra_floor_has_the_arguments_the_code_calls():
+    """#22.13: CLIPVisionModel.forward gained interpolate_pos_encoding in transformers 4.46.0
+    (4.45.x lacks it: checked in the published wheels); setup.cfg's hf floor must be >= that."""
+    import configparser
+    import inspect
+    import re
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parent.parent / "setup.cfg")
+    hf = cfg["options.extras_require"]["hf"]
+    floor = tuple(int(x) for x in re.search(r"transformers>=([\d.]+)", hf).group(1).split("."))
+    assert floor >= (4, 46), hf
+    tf = pytest.importorskip("transformers")
+    for cls in (tf.CLIPVisionModel, tf.ViTModel):  # hf_models passes it to both
+        assert "interpolate_pos_encoding" in inspect.signature(cls.forward).parameters

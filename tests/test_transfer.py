@@ -321,6 +321,16 @@ def test_finetune_relu_present_and_resume(tmp_path, ds, monkeypatch):
     assert r["protocol"]["lr"] == 0.001 and r["protocol"]["weight_decay"] == 5e-4
     lines = (out / "seed-0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    # #22.18: finished: checkpoint.pt (only for --resume) is removed, as train-student does
+    assert not (out / "seed-0" / "checkpoint.pt").exists()
+
+
+def test_keep_checkpoint_keeps_each_seeds_checkpoint(tmp_path, ds):
+    out = tmp_path / "keep"
+    res = cli("transfer", "--student", "random:resnet18", "--data", ds, "--out", out, "--mode",
+              "finetune", "--epochs", "1", "--seeds", "0,1", "--keep-checkpoint", *FAST)
+    assert res.exit_code == 0, res.output
+    assert all((out / f"seed-{s}" / "checkpoint.pt").is_file() for s in (0, 1))
 
 
 def test_finetune_net_post_is_nonnegative():
@@ -377,7 +387,8 @@ def test_compare_table(tmp_path, monkeypatch):
     assert t.cells["kdep", "mean"].text() == f"76.50 ± {math.sqrt(4.5):.2f}"  # per-seed means
     assert ("random", "mean") not in t.cells  # incomplete row: no mean
     text = cmp.format_text(t)
-    assert "71.00 ± 1.41" in text and text.splitlines()[-1].split()[-2:] == ["-", "-"]
+    random_line = [ln for ln in text.splitlines() if ln.startswith("random")][0]
+    assert "71.00 ± 1.41" in text and random_line.split()[-2:] == ["-", "-"]
     rows = list(csv.DictReader(io.StringIO(cmp.to_csv(t))))
     assert rows[0]["flowers mean"] == "82.0000" and rows[1]["flowers mean"] == ""
     md = cmp.to_markdown(t).splitlines()
@@ -418,3 +429,43 @@ def test_compare_plot_quiet_and_title_wrapped(tmp_path):
                          timeout=120)  # builds its font cache: "INFO matplotlib.font_manager"
     assert res.returncode == 0, res.stderr
     assert "matplotlib" not in res.stderr and (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_nonfinite_loss_advice_names_transfer_options(tmp_path, ds):
+    """#22.16: transfer's non-finite-loss line advises --lr, not train-student's --loss-weight."""
+    res = cli("transfer", "--student", "random:resnet18", "--data", ds, "--out", tmp_path / "o",
+              "--mode", "finetune", "--epochs", "1", "--lr", "1e30", "--seeds", "0", *FAST)
+    assert_one_line_error(res, "non-finite loss")
+    assert res.exit_code == 4 and "--loss-weight" not in res.stderr
+    assert "lower --lr (this run used 1e+30)" in res.stderr
+
+
+def test_options_that_do_not_apply_are_warned_about():
+    """#23.15: linear transfer with --epochs / --lr, and --lr-step with a schedule other than
+    step, were ignored without a word."""
+    from kdep_cache.transfer.run import ignored_options, resolved
+    lin = TransferConfig("random:resnet18", "d", "o", epochs=5, lr=0.1)
+    (line,) = ignored_options(lin, resolved(lin))
+    assert line.startswith("--epochs, --lr ignored: the linear probe")
+    ft_ = TransferConfig("random:resnet18", "d", "o", mode="finetune", schedule="constant",
+                         lr_step=3)
+    assert ignored_options(ft_, resolved(ft_)) == [
+        "--lr-step ignored: it sets the step of --schedule step, not of --schedule constant"]
+    for fine in (TransferConfig("r", "d", "o", mode="finetune", epochs=5, lr=0.1, lr_step=2),
+                 TransferConfig("r", "d", "o")):
+        assert ignored_options(fine, resolved(fine)) == []
+    dense = TransferConfig("r", "d", "o", task="segmentation", lr_step=2)  # poly by default
+    assert "not of --schedule poly" in ignored_options(dense, resolved(dense))[0]
+
+
+def test_nan_student_weights_in_the_linear_probe_is_one_line(tmp_path, ds):
+    """#23.9: a student whose weights hold NaN ended in sklearn's 'Input contains NaN' as an
+    internal error."""
+    torch.manual_seed(0)
+    sd = torchvision.models.resnet18().state_dict()
+    sd["layer4.1.conv2.weight"][0, 0, 1, 1] = float("nan")  # the centre: 1x1 maps at 32 px
+    torch.save(sd, tmp_path / "nan.pth")
+    res = cli("transfer", "--student", tmp_path / "nan.pth", "--arch", "resnet18", "--data", ds,
+              "--out", tmp_path / "o", "--seeds", "0", *FAST)
+    assert_one_line_error(res, "features are not finite (NaN / inf) on 18 of the 18 train")
+    assert not (tmp_path / "o" / "results.json").exists()

@@ -78,7 +78,7 @@ def test_frozen_bn_equals_eval_mode_network():
 def test_letterbox_boxes(tmp_path):
     root, truth = make_dense(tmp_path / "voc", "voc", n_train=2, n_val=1)
     data = open_dense(str(root), "detection")
-    ds = det.DetDataset(data.path, data.train, 36)
+    ds = det.DetDataset(data.path, data.train, 36, [0.5, 0.4, 0.3])
     for j, t in enumerate(truth["train"]):
         w, h = t["size"]
         scale = 36 / max(w, h)
@@ -155,3 +155,71 @@ def test_detection_errors(tmp_path):
     one_line_error(cli(*base, "--data", croot), "category_id 5, not in the categories list")
     f.write_text(json.dumps({**doc, "images": [], "annotations": []}))
     one_line_error(cli(*base, "--data", croot), "holds no images: the val split is empty")
+
+
+def test_train_and_eval_preprocess_an_image_identically(tmp_path):
+    """#22.15: the detector's transform sees the same tensor for an image in training (without
+    the flip) and in evaluation: one letterbox (bilinear, mean fill) for both."""
+    root, _ = make_dense(tmp_path / "voc", "voc", n_train=2, n_val=1)
+    data = open_dense(str(root), "detection")
+    mean, std, size = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], 48
+    torch.manual_seed(0)
+    net = det.DetNet(det.build_detector(torchvision.models.resnet18(), "resnet", 2, size, mean,
+                                        std, pretrained=False))
+    seen = []
+    net.detector.transform.register_forward_hook(lambda m, i, o: seen.append(o[0].tensors))
+    det.evaluate(net, data.path, data.train[:1], data.classes, "cpu", size)
+    x, _, err = det.DetDataset(data.path, data.train[:1], size, mean, flip=False)[0]
+    assert err == "" and x.shape == (3, size, size)
+    net.detector.train()
+    net.detector.transform([x])
+    assert len(seen) == 2 and seen[0].shape == seen[1].shape
+    torch.testing.assert_close(seen[0], seen[1], rtol=0, atol=0)
+    w, h = load_size(data, 0)
+    pad = seen[0][0, :, :, round(w * size / max(w, h)) + 1:]
+    assert pad.numel() == 0 or pad.abs().max() < 1e-6  # the fill is the mean: 0 once normalised
+
+
+def load_size(data, j):
+    s = data.train[j]
+    return s.width, s.height
+
+
+def test_eval_boxes_map_back_to_image_pixels(tmp_path):
+    """A detector answering each val image's true boxes in canvas coordinates scores AP 100."""
+    root, _ = make_dense(tmp_path / "voc", "voc", n_train=2, n_val=3)
+    data = open_dense(str(root), "detection")
+    size, mean = 40, [0.5, 0.5, 0.5]
+    canvas = [det.DetDataset(data.path, data.val, size, mean, flip=False)[j][1]
+              for j in range(len(data.val))]
+
+    class Oracle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transform = type("T", (), {"image_mean": mean})()
+            self.answers = iter(canvas)
+
+        def forward(self, images):
+            t = next(self.answers)
+            return [{"boxes": t[:, 1:], "labels": t[:, 0].long(),
+                     "scores": torch.ones(len(t))}]
+
+    r = det.evaluate(det.DetNet(Oracle()), data.path, data.val, data.classes, "cpu", size)
+    assert r["ap"] == pytest.approx(100.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("task,layout", [("detection", "voc"), ("segmentation", "coco")])
+def test_missing_pycocotools_names_the_extra_before_training(tmp_path, monkeypatch, task,
+                                                             layout):
+    """#23.9: without the optional extra, detection (and COCO masks) ended in
+    ModuleNotFoundError: pycocotools as an internal error, after the training."""
+    import sys
+    root, _ = make_dense(tmp_path / layout, layout, n_train=2, n_val=1)
+    for name in [m for m in sys.modules if m.startswith("pycocotools")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # as if not installed
+    res = cli("transfer", "--task", task, "--student", "random:resnet18", "--data", root,
+              "--out", tmp_path / "o", "--image-size", "32", *FAST)
+    one_line_error(res, "pycocotools, which is not installed: pip install pycocotools (or pip "
+                        "install 'kdep-cache[det]')")
+    assert not (tmp_path / "o" / "seed-0").exists()  # refused before any training

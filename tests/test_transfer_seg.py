@@ -92,8 +92,52 @@ def test_poly_and_multistep_schedules():
     assert p.lr_at(0) == pytest.approx(0.01) and p.lr_at(5) == pytest.approx(0.01 * 0.5 ** 0.9)
     assert p.lr_at(10) == 0.0
     m = MultiStep(9, 0.02, warmup_epochs=1.0)
-    assert m.lr_at(0.5) == pytest.approx(0.01, rel=1e-6)  # half-way through the warm-up
+    assert m.lr_at(0.5) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))  # half-way: 0.5005 x
     assert [m.lr_at(t) for t in (1, 5.9, 6, 8)] == pytest.approx([0.02, 0.02, 0.002, 0.0002])
+
+
+@pytest.mark.parametrize("kind", ["poly", "multistep", "step", "cosine", "constant"])
+def test_dense_schedules_warm_up_linearly(kind):
+    """#22.15: every dense schedule = its plain value x (f + (1 - f) t / w) during the first w
+    epochs (f = 1/1000, detectron2's WarmupMultiStepLR / WarmupPolyLR), written out by hand."""
+    from kdep_cache.transfer.schedules import make_schedule, warmup_epochs
+    epochs, lr, steps = 12, 0.02, 8
+    w = warmup_epochs(epochs, steps)
+    assert w == pytest.approx(24 / 8)  # a quarter of the 96 iterations (< 1000)
+    assert warmup_epochs(100, 500) == pytest.approx(1000 / 500)  # 1000 iterations at most
+    assert warmup_epochs(1, 2) == pytest.approx(1 / 2)  # at least one iteration
+
+    def plain(t):
+        if kind == "poly":
+            return lr * (1 - t / epochs) ** 0.9
+        if kind == "multistep":
+            return lr * (0.1 if 8 <= t < 32 / 3 else 0.01 if t >= 32 / 3 else 1.0)
+        if kind == "step":
+            return lr * 0.1 ** int(t // 4)
+        if kind == "cosine":
+            return 0.5 * lr * (1 + math.cos(math.pi * t / epochs))
+        return lr
+
+    s = make_schedule(kind, epochs, lr, None, w)
+    for i in range(epochs * steps):
+        t = i / steps
+        f = 0.001 + (1 - 0.001) * t / 3 if t < 3 else 1.0
+        assert s.lr_at(t) == pytest.approx(plain(t) * f, rel=1e-9, abs=1e-15), (kind, t)
+    assert s.lr_at(0) == pytest.approx(plain(0) / 1000)
+
+
+def test_dense_default_lr_scales_with_the_batch():
+    """#22.15: lr 0.02 at batch 4 diverged (random-init Faster R-CNN, small VOC set): the
+    dense defaults are the reference lr for batch 16, scaled linearly; --lr is kept as given."""
+    from kdep_cache.transfer.run import TransferConfig, resolved
+    cfg = TransferConfig("random:resnet18", "d", "o", task="detection", batch_size=4)
+    assert resolved(cfg).lr == pytest.approx(0.005)
+    assert resolved(TransferConfig("r", "d", "o", task="detection")).lr == pytest.approx(0.02)
+    assert resolved(TransferConfig("r", "d", "o", task="segmentation", batch_size=8)
+                    ).lr == pytest.approx(0.005)
+    assert resolved(TransferConfig("r", "d", "o", task="detection", batch_size=4, lr=0.1)
+                    ).lr == 0.1
+    assert resolved(TransferConfig("r", "d", "o", batch_size=4)).lr == 0.001  # classification
 
 
 @pytest.mark.parametrize("layout", ["voc", "coco"])
@@ -182,3 +226,30 @@ def test_segmentation_resume_and_leakage(tmp_path, monkeypatch):
         "lineage": {"images_root": str(root / "JPEGImages"), "images_file": None}}, sd)))
     one_line_error(cli("transfer", "--task", "segmentation", "--student", run, "--data", root,
                        "--out", tmp_path / "leak", *FAST), "LEAKAGE: 1 of the 1")
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_wide_masks_above_255_are_refused_not_wrapped(tmp_path, mode):
+    """#22.19: a 16/32-bit class mask with a value above 255 would wrap (256 -> 0, background)
+    in uint8: refused in one line, from a loader worker too; in-range wide masks still load."""
+    root, _ = make_dense(tmp_path / "voc", "voc", n_train=2, n_val=1)
+    data = open_dense(str(root), "segmentation")
+    s = data.train[0]
+    path = root / s.mask
+    want = seg.load_mask(str(root), s)
+    wide = want.astype(np.int32)
+
+    def save(a):  # a 16-bit PNG opens as I;16; mode I is stored as TIFF (PNG cannot hold it)
+        Image.fromarray(a.astype(np.uint16) if mode == "I;16" else a).save(
+            path, format="PNG" if mode == "I;16" else "TIFF")
+    save(wide)
+    assert Image.open(path).mode == mode
+    np.testing.assert_array_equal(seg.load_mask(str(root), s), want)  # 0..K, 255: as before
+    wide[0, 0] = 256 + 1
+    save(wide)
+    with pytest.raises(seg.InputError, match="values 0..257 .*map its values"):
+        seg.load_mask(str(root), s)
+    one_line_error(cli("transfer", "--task", "segmentation", "--student", "random:resnet18",
+                       "--data", root, "--out", tmp_path / "o", "--image-size", "32", *FAST,
+                       "--workers", "1"),
+                   "holds values 0..257")

@@ -35,6 +35,8 @@ _DROPPED = ("classifier.", "text_model.", "text_projection.", "visual_projection
             "logit_scale", "pooler.")
 from .timm_models import VIT_FEATURES  # noqa: E402,F401  (defined once, there)
 
+HF_FEATURES = ("cls", "mean-patch")  # the head-input feature is the default (cls / pooled)
+
 
 def _transformers():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,13 +79,14 @@ def load_teacher(spec_dir: str, weights: str | None):
                          f"AutoModel.from_pretrained('{spec_dir}').save_pretrained(DIR) and "
                          "AutoImageProcessor.from_pretrained(...).save_pretrained(DIR), then "
                          "pass --teacher hf:DIR")
+    refuse_custom_code(d)
     files = _weight_files(d)
     if weights is not None and Path(weights).resolve() not in [x.resolve() for x in [d, *files]]:
         raise InputError(f"--teacher-weights is not used with hf:{spec_dir} (its weights are "
                          f"{files[0].name} inside the folder)")
     tf = _transformers()
     try:
-        cfg = tf.AutoConfig.from_pretrained(d, local_files_only=True)
+        cfg = tf.AutoConfig.from_pretrained(d, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
         raise ArtifactError(f"hf:{spec_dir}/config.json: {str(e).splitlines()[0]}") from None
     family = FAMILIES.get(cfg.model_type)
@@ -95,7 +98,8 @@ def load_teacher(spec_dir: str, weights: str | None):
                "clip_vision_model": (tf.CLIPVisionModel, {}),
                "convnext": (tf.ConvNextModel, {})}[cfg.model_type]
     try:
-        net, info = cls.from_pretrained(d, local_files_only=True, output_loading_info=True, **kw)
+        net, info = cls.from_pretrained(d, local_files_only=True, output_loading_info=True,
+                                        trust_remote_code=False, **kw)
     except (OSError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"hf:{spec_dir}: the weights do not load: "
                             f"{str(e).splitlines()[0]}") from None
@@ -109,6 +113,22 @@ def load_teacher(spec_dir: str, weights: str | None):
                             + "; ".join(b for b in bad if b))
     net.kdep_family = family
     return net.float(), files
+
+
+def refuse_custom_code(d: Path) -> None:
+    """A folder whose config names its own code (``auto_map``) is refused before transformers
+    reads it: transformers would ask to run that code (and a ``yes |`` would run it)."""
+    import json
+    for name in ("config.json", "preprocessor_config.json"):
+        p = d / name
+        try:
+            cfg = json.loads(p.read_text()) if p.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise ArtifactError(f"hf:{d}/{name} is not readable JSON ({e})") from None
+        if isinstance(cfg, dict) and ("auto_map" in cfg or "custom_pipelines" in cfg):
+            raise InputError(f"hf:{d}/{name} names custom code (auto_map): kdep-cache never "
+                             "runs a model folder's own code; use a folder of a built-in "
+                             "transformers model (vit, dinov2, clip, convnext)")
 
 
 def _few(keys, ignore: tuple = (), n: int = 4) -> str:
@@ -156,8 +176,8 @@ class HFFeatures:
         if conv and self.feature != "pooled":
             raise InputError(f"feature {feature!r} applies to ViTs only; ConvNeXt gives its "
                              "pooled, normed feature")
-        if not conv and self.feature not in VIT_FEATURES:
-            raise InputError(f"feature {feature!r}: use one of {', '.join(VIT_FEATURES)}")
+        if not conv and self.feature not in HF_FEATURES:
+            raise InputError(f"feature {feature!r}: use one of {', '.join(HF_FEATURES)}")
         c = net.config
         self.dim = int(c.hidden_sizes[-1] if conv else c.hidden_size)
         self.num_classes = None  # backbones only: no classifier, no logits

@@ -14,9 +14,10 @@ import torch
 import torchvision
 from torch import nn
 
+from ..checks import did_you_mean
 from ..errors import InputError
 from ..fsio import sha256_file
-from ..names import KNOWN_STUDENTS  # noqa: F401  (defined once, there)
+from ..names import KNOWN_STUDENTS, LITE_TEACHERS  # noqa: F401  (defined once, there)
 from . import hf_models, timm_models
 from .features import FeatureNet
 from .hf_models import VIT_FEATURES
@@ -24,7 +25,6 @@ from .normalization import NORMALIZATIONS, check_preset, normalization  # noqa: 
 from .weights import fit_state_dict, load_state_dict_file
 
 _TV_FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2", "mobilenet_v3")
-LITE_TEACHERS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 
 @dataclass
@@ -41,10 +41,11 @@ class TeacherInfo:
     mean: list | None = None        # recorded when norm is not a preset (checkpoint config)
     std: list | None = None
     input_size: int | None = None   # the checkpoint's own resolution, where it says one
-    feature: str | None = None      # a ViT's token feature: cls | mean-patch
+    feature: str | None = None      # a ViT's token feature: cls | mean-patch | pre-logits
+    pretrained_tag: str | None = None  # timm: the pretrained_cfg tag mean/std/size came from
 
     def to_json(self) -> dict:
-        extra = ("mean", "std", "input_size", "feature")  # omitted if unset: old ids unchanged
+        extra = ("mean", "std", "input_size", "feature", "pretrained_tag")  # omitted if unset
         return {k: v for k, v in self.__dict__.items() if k not in extra or v is not None}
 
     @property
@@ -99,9 +100,10 @@ def load_teacher(spec: str, weights: str | None = None, norm: str | None = None,
         net, wpath, wdesc = _load_torchvision(spec, weights)
         norm = norm or "imagenet"
     else:
-        raise InputError(f"unknown teacher {spec!r}: use a torchvision name "
-                         f"({', '.join(_tv_names())}), {', '.join(LITE_TEACHERS)}, a TorchScript "
-                         "file, timm:NAME or hf:DIR")
+        raise InputError(f"unknown teacher {spec!r}"
+                         f"{did_you_mean(spec, [*_tv_names(), *LITE_TEACHERS])}: use a "
+                         f"torchvision name ({', '.join(_tv_names())}), {', '.join(LITE_TEACHERS)},"
+                         " a TorchScript file, timm:NAME or hf:DIR")
     check_preset(norm)
     fnet = _frozen(FeatureNet(net))
     if fnet.dim is None:  # TorchScript: probe once
@@ -130,7 +132,8 @@ def _load_ecosystem(spec: str, weights: str | None, norm: str | None, feature: s
     (recorded as values; ``--norm PRESET`` overrides them)."""
     if spec.startswith(timm_models.PREFIX):
         net, wpath, wdesc = timm_models.load_teacher(spec[len(timm_models.PREFIX):], weights)
-        mean, std, size = timm_models.data_config(net)
+        mean, std, size, tag = timm_models.data_config(
+            net, spec, weighted=wpath is not None and norm in (None, "timm:pretrained_cfg"))
         sha, source = sha256_file(wpath) if wpath else "random", "timm:pretrained_cfg"
         has_head = getattr(net, "kdep_has_head", True)
     else:
@@ -139,12 +142,14 @@ def _load_ecosystem(spec: str, weights: str | None, norm: str | None, feature: s
         mean, std, size = hf_models.preprocessor(folder, norm is None) or (None, None, None)
         wdesc = str(files[0].resolve()) if len(files) == 1 else str(files[0].parent.resolve())
         sha, source, has_head = hf_models.weights_sha256(files), "hf:preprocessor_config", False
+        tag = None
     fnet = _frozen(FeatureNet(net, feature))
     own = norm is None or norm == source
     info = TeacherInfo(spec, wdesc, sha, fnet.feature_layer, source if own else check_preset(norm),
                        int(fnet.dim), fnet.num_classes if has_head else None,
                        list(mean) if own else None, list(std) if own else None, size,
-                       fnet.adapter.feature if fnet.adapter.feature in VIT_FEATURES else None)
+                       fnet.adapter.feature if fnet.adapter.feature in VIT_FEATURES else None,
+                       tag if own else None)
     return fnet, info
 
 

@@ -9,13 +9,18 @@ Features (what :class:`~kdep_cache.models.FeatureNet` returns as ``pre``):
   Hardswish). A model whose feature map does not end in an activation module (ConvNeXt:
   stages -> ``norm_pre`` = Identity) gives ``forward_head(pre_logits=True)``: pooled, then
   the head's LayerNorm -- exactly what its classifier sees.
-- ViTs: ``forward_features(x)[:, 0]``, the final-layer CLS token after ``model.norm`` (with
-  the default token pooling ``fc_norm`` is Identity, so this is what ``model.head`` sees), or
-  the mean of the patch tokens (``--teacher-feature mean-patch``; prefix tokens excluded).
+- ViTs: what the head sees by default. With CLS-token pooling and no ``fc_norm`` that is
+  ``forward_features(x)[:, 0]``, the final-layer CLS token after ``model.norm`` (feature
+  ``cls``); a ViT that pools otherwise or normalises after pooling (BEiT, MAE fine-tunes,
+  ``*_gap``: ``fc_norm``; attention pooling ``map``) gives ``forward_head(pre_logits=True)``
+  (feature ``pre-logits``), since its CLS token / token mean is never normalised the way the
+  head sees it. ``--teacher-feature cls`` / ``mean-patch`` (the mean of the patch tokens after
+  ``model.norm``, prefix tokens excluded) choose a token feature explicitly.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -27,6 +32,7 @@ from ..names import TEACHER_FEATURES as VIT_FEATURES
 from .normalization import as_mean_std
 from .weights import fit_state_dict, load_state_dict_file
 
+log = logging.getLogger(__name__)
 PREFIX = "timm:"
 _DYNAMIC_SIZE = ("timm.models.vision_transformer", "timm.models.deit", "timm.models.eva")
 _ACTS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish,
@@ -72,11 +78,24 @@ def load_teacher(name: str, weights: str | None) -> tuple[nn.Module, str | None,
     return net, weights, str(Path(weights).resolve())
 
 
-def data_config(net: nn.Module) -> tuple[tuple, tuple, int]:
-    """``(mean, std, input size)`` from the model's own pretrained config."""
+def data_config(net: nn.Module, spec: str = "", weighted: bool = False
+                ) -> tuple[tuple, tuple, int, str | None]:
+    """``(mean, std, input size, tag)`` from the pretrained config of the tag in ``timm:NAME.TAG``
+    (timm's default tag for the architecture when NAME has none: warned about, since weights
+    from another tag, e.g. a CLIP or in21k one, may need another mean/std)."""
     cfg = _timm().data.resolve_model_data_config(net)
     mean, std = as_mean_std(cfg["mean"], cfg["std"], "timm pretrained_cfg")
-    return mean, std, int(cfg["input_size"][-1])
+    tag = (getattr(net, "pretrained_cfg", None) or {}).get("tag")
+    if weighted and "." not in spec.removeprefix(PREFIX):
+        log.warning("%s names no pretrained tag: mean %s, std %s and size %d are those of "
+                    "timm's default tag %r; if the weights come from another tag, name it "
+                    "(%s.TAG) or pass --norm", spec, _short(mean), _short(std),
+                    int(cfg["input_size"][-1]), tag, spec)
+    return mean, std, int(cfg["input_size"][-1]), tag
+
+
+def _short(v) -> str:
+    return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
 
 
 def is_timm(net: nn.Module) -> bool:
@@ -85,6 +104,16 @@ def is_timm(net: nn.Module) -> bool:
 
 def is_token_model(net: nn.Module) -> bool:
     return hasattr(net, "num_prefix_tokens") and hasattr(net, "patch_embed")
+
+
+def _has_fc_norm(net: nn.Module) -> bool:
+    return not isinstance(getattr(net, "fc_norm", None), (nn.Identity, type(None)))
+
+
+def cls_is_head_input(net: nn.Module) -> bool:
+    """The head sees exactly ``forward_features(x)[:, 0]``: CLS-token pooling, no fc_norm."""
+    return (getattr(net, "global_pool", None) == "token" and not _has_fc_norm(net)
+            and getattr(net, "cls_token", None) is not None)
 
 
 def _is_activation(m: nn.Module) -> bool:
@@ -100,13 +129,20 @@ class TimmFeatures:
         self._grabbed: torch.Tensor | None = None
         self.act_name: str | None = None
         if self.token:
+            default = "cls" if cls_is_head_input(net) else "pre-logits"
+            self.feature = feature or default
+            if feature == "cls" and default != "cls":
+                log.warning("%s pools with %s%s: its head never sees the raw CLS token "
+                            "(--teacher-feature pre-logits gives what the head sees)",
+                            type(net).__name__, getattr(net, "global_pool", "?"),
+                            " + fc_norm" if _has_fc_norm(net) else "")
             if self.feature not in VIT_FEATURES:
                 raise InputError(f"feature {feature!r} for a ViT: use one of "
                                  f"{', '.join(VIT_FEATURES)}")
             if self.feature == "cls" and getattr(net, "cls_token", None) is None:
                 raise InputError(f"{type(net).__name__} has no CLS token: use the feature "
                                  "mean-patch")
-            self.dim = int(net.num_features)
+            self.dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
             return
         if feature not in (None, "pre-activation"):
             raise InputError(f"feature {feature!r} applies to ViTs only; a CNN gives its "
@@ -147,6 +183,11 @@ class TimmFeatures:
     def layer(self) -> str:
         kind = type(self.net).__name__
         if self.token:
+            if self.feature == "pre-logits":
+                how = getattr(self.net, "global_pool", "?")
+                norm = " + fc_norm" if _has_fc_norm(self.net) else ""
+                return f"timm {kind}: forward_head(pre_logits=True) ({how} pool{norm}), what " \
+                       "the head sees"
             return (f"timm {kind}: final-layer CLS token after model.norm, before the head"
                     if self.feature == "cls" else
                     f"timm {kind}: mean of the final-layer patch tokens after model.norm")
@@ -158,7 +199,9 @@ class TimmFeatures:
         net = self.net
         out = net.forward_features(x)
         if self.token:
-            pre = out[:, 0] if self.feature == "cls" else out[:, net.num_prefix_tokens:].mean(1)
+            pre = (out[:, 0] if self.feature == "cls" else
+                   out[:, net.num_prefix_tokens:].mean(1) if self.feature == "mean-patch" else
+                   net.forward_head(out, pre_logits=True))
             post = pre
         elif self.act_name:
             grabbed, self._grabbed = self._grabbed, None

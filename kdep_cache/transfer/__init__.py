@@ -6,6 +6,13 @@ fine-tuning with a new linear head through :func:`kdep_cache.train.loop.train`).
 :mod:`.compare` tabulates several ``results.json`` files.
 """
 
-from .run import TransferConfig, transfer
-
 __all__ = ["TransferConfig", "transfer"]
+
+
+def __getattr__(name: str):
+    """``TransferConfig`` / ``transfer`` on first use: ``compare`` (reading JSON) imports this
+    package without torch."""
+    if name in __all__:
+        from . import run
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

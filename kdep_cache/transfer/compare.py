@@ -9,55 +9,24 @@ accuracy), ``class:NAME`` (that class's accuracy), ``miou``, ``pixel_acc``, ``ap
 
 from __future__ import annotations
 
-import csv
-import io
-import logging
 import statistics
-import textwrap
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import shapes
 from ..cache.schema import TRANSFER
 from ..errors import ArtifactError, InputError
-from ..fsio import atomic_write, read_json
-from .run import RESULTS
+from ..fsio import read_json
+from ..names import RESULTS
+from .fairness import column_notes, column_settings, setting_of
+from .table import TOP1, UNITS, Cell, Table, format_text, plot, to_csv, to_markdown
 
+__all__ = ["Cell", "Table", "build_table", "format_text", "load_result", "plot", "to_csv",
+           "to_markdown"]
 MEAN = "mean"
 METRICS = ("final", "best", "balanced", "class:NAME", "miou", "pixel_acc", "ap", "ap50", "ap75")
-TOP1 = "top-1"
 DENSE = {"segmentation": {"final": "miou", "best": "miou", "miou": "miou",
                           "pixel_acc": "pixel_acc"},
          "detection": {"final": "ap", "best": "ap", "ap": "ap", "ap50": "ap50", "ap75": "ap75"}}
-UNITS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "ap": "AP", "ap50": "AP50",
-         "ap75": "AP75"}
-
-
-@dataclass
-class Cell:
-    mean: float
-    std: float | None
-    n: int
-    by_seed: dict = field(default_factory=dict)
-
-    def text(self) -> str:
-        return f"{self.mean:.2f}" + ("" if self.std is None else f" ± {self.std:.2f}")
-
-
-@dataclass
-class Table:
-    metric: str
-    rows: list[str]
-    columns: list[str]
-    cells: dict  # (row, column) -> Cell
-    units: list = field(default_factory=lambda: [TOP1])
-
-    @property
-    def title(self) -> str:
-        which = "best epoch (as in the paper)" if self.metric == "best" else "final epoch"
-        classification = any(u not in UNITS.values() for u in self.units)
-        how = f"; linear probe, or fine-tuning {which}" if classification else "; final epoch"
-        return f"test {' / '.join(self.units)} % (mean ± std over seeds{how})"
 
 
 def load_result(path: str | Path) -> dict:
@@ -81,13 +50,16 @@ def build_table(paths: list[str], metric: str = "final") -> Table:
         raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not paths:
         raise InputError("compare needs at least one RESULT_DIR")
-    results = [load_result(p) for p in paths]
+    missing = [p for p in paths if Path(p).is_dir() and not (Path(p) / RESULTS).is_file()]
+    if len(missing) == len(paths):
+        load_result(paths[0])  # nothing finished: the one-line refusal
+    results = [load_result(p) for p in paths if p not in missing]
     classif = [r for r in results if r["protocol"].get("task", "classification") not in DENSE]
     mixed = len({r["protocol"]["mode"] for r in classif}) > 1  # dense tasks always fine-tune
     names: dict[str, set] = {}
     for r in results:
         names.setdefault(Path(r["dataset"]["path"]).name, set()).add(r["dataset"]["fingerprint"])
-    rows, columns, cells, where, units = [], [], {}, {}, []
+    rows, columns, cells, where, units, settings = [], [], {}, {}, [], {}
     for r in results:
         row = r["student"]["label"] + (f" [{r['protocol']['mode']}]" if mixed and r in classif
                                        else "")
@@ -111,13 +83,16 @@ def build_table(paths: list[str], metric: str = "final") -> Table:
             s = {"mean": statistics.fmean(vals), "n": len(vals),
                  "std": statistics.stdev(vals) if len(vals) > 1 else None}
         cells[row, col], where[row, col] = Cell(s["mean"], s["std"], s["n"], by_seed), r["_path"]
+        settings.setdefault(col, {})[row] = setting_of(r)
         rows += [row] if row not in rows else []
         columns += [col] if col not in columns else []
     for row in rows:
         mean = _row_mean([cells.get((row, c)) for c in columns])
         if mean is not None:
             cells[row, MEAN] = mean
-    return Table(metric, rows, columns + [MEAN], cells, units)
+    return Table(metric, rows, columns + [MEAN], cells, units, missing=missing,
+                 settings=[column_settings(c, settings[c]) for c in columns],
+                 notes=[n for c in columns for n in column_notes(c, settings[c])])
 
 
 def seed_values(r: dict, metric: str) -> tuple[str, dict]:
@@ -167,73 +142,3 @@ def _row_mean(row: list[Cell | None]) -> Cell | None:
         vals = list(per_seed.values())
         return Cell(statistics.fmean(vals), statistics.stdev(vals), len(vals), per_seed)
     return Cell(statistics.fmean(c.mean for c in row), None, len(row))
-
-
-def _grid(t: Table) -> list[list[str]]:
-    return [["student"] + t.columns] + [
-        [row] + [t.cells[row, c].text() if (row, c) in t.cells else "-" for c in t.columns]
-        for row in t.rows]
-
-
-def format_text(t: Table) -> str:
-    grid = _grid(t)
-    widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
-    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
-                               for i, (v, w) in enumerate(zip(r, widths))).rstrip()
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([t.title, line(grid[0]), sep] + [line(r) for r in grid[1:]]) + "\n"
-
-
-def to_markdown(t: Table) -> str:
-    grid = _grid(t)
-    out = [f"_{t.title}_", "", "| " + " | ".join(grid[0]) + " |",
-           "|" + "|".join(["---"] + ["---:"] * (len(grid[0]) - 1)) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in grid[1:]]
-    return "\n".join(out) + "\n"
-
-
-def to_csv(t: Table) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["student"] + [f"{c} {k}" for c in t.columns for k in ("mean", "std", "n")])
-    for row in t.rows:
-        vals = [row]
-        for c in t.columns:
-            cell = t.cells.get((row, c))
-            vals += (["", "", ""] if cell is None else
-                     [f"{cell.mean:.4f}", "" if cell.std is None else f"{cell.std:.4f}", cell.n])
-        w.writerow(vals)
-    return buf.getvalue()
-
-
-def plot(t: Table, path: str | Path) -> None:
-    """Grouped bar chart (one group per column, one bar per student, std error bars)."""
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # no font_manager INFO lines
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install matplotlib (or "
-                         "pip install 'kdep-cache[plot]')") from None
-    width = 0.8 / max(len(t.rows), 1)
-    fig_w = max(4.0, 1.2 * len(t.columns) * max(1, len(t.rows)) / 2)
-    fig, ax = plt.subplots(figsize=(fig_w, 4))
-    for i, row in enumerate(t.rows):
-        xs = [j + (i - (len(t.rows) - 1) / 2) * width for j, c in enumerate(t.columns)
-              if (row, c) in t.cells]
-        cs = [t.cells[row, c] for c in t.columns if (row, c) in t.cells]
-        ax.bar(xs, [c.mean for c in cs], width, yerr=[c.std or 0.0 for c in cs], capsize=3,
-               label=row)
-    ax.set_xticks(range(len(t.columns)), [textwrap.fill(c, 12) for c in t.columns])  # no overlap
-    ax.set_ylabel(f"test {' / '.join(t.units)} (%)")
-    ax.set_title(textwrap.fill(t.title, width=int(fig_w * 13)), fontsize=8)  # never cut
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    try:
-        atomic_write(path, lambda p: fig.savefig(p, format=fmt, dpi=120))
-    except ValueError as e:  # unknown image format
-        raise InputError(f"--plot {path}: {e}") from None
-    finally:
-        plt.close(fig)

@@ -17,12 +17,11 @@ from ..train.loop import sgd, train
 from ..train.student import default_precision
 from . import det, seg
 from .finetune import start_state
-from .schedules import make_schedule
+from .schedules import WARMUP_FACTOR, make_schedule, warmup_epochs
 
 log = logging.getLogger(__name__)
 KEYS = {"segmentation": ("miou", "pixel_acc"), "detection": ("ap", "ap50", "ap75")}
 FAMILIES = ("resnet", "mobilenet")
-DET_WARMUP = 0.1  # fraction of the epochs with a linear lr warm-up (detection)
 
 
 def check_student(student, task: str) -> None:
@@ -33,7 +32,21 @@ def check_student(student, task: str) -> None:
                          f"{student.spec} is a {family} network")
 
 
-def protocol(cfg, student, size: int, source: str, device) -> tuple[dict, tuple]:
+def require_extras(task: str, layout: str) -> None:
+    """pycocotools scores detection (COCOeval) and renders COCO polygons: refuse up front, not
+    after the training, when it is not installed (as diagnose does for matplotlib)."""
+    if task != "detection" and layout != "coco":
+        return
+    try:
+        import pycocotools.coco  # noqa: F401
+    except ImportError:
+        why = "scores AP with" if task == "detection" else "renders COCO masks with"
+        raise InputError(f"--task {task} {why} pycocotools, which is not installed: pip install "
+                         "pycocotools (or pip install 'kdep-cache[det]')") from None
+
+
+def protocol(cfg, student, size: int, source: str, device, n_train: int
+             ) -> tuple[dict, tuple]:
     if cfg.task == "segmentation":
         precision = (default_precision(device, size) if cfg.precision == "auto"
                      else resolved_precision(device, cfg.precision))
@@ -48,10 +61,14 @@ def protocol(cfg, student, size: int, source: str, device) -> tuple[dict, tuple]
                  "backbone": "FrozenBatchNorm2d, 3 trainable stages (random init: all, BN "
                              "trainable)", "anchor_sizes": list(det.anchor_sizes(size)),
                  **det.roi_counts(size),
-                 "train_transform": f"letterbox longer side to {size}, horizontal flip",
-                 "eval": f"longer side {size} (torchvision transform), pycocotools COCOeval bbox",
-                 "warmup_epochs": round(DET_WARMUP * cfg.epochs, 4),
+                 "train_transform": f"letterbox longer side to {size} (bilinear, mean fill), "
+                                    "horizontal flip",
+                 "eval": f"letterbox longer side to {size} (bilinear, mean fill), "
+                         "pycocotools COCOeval bbox",
                  "unit": "COCO AP percent (IoU .50:.95), AP50, AP75"}
+    mod = seg if cfg.task == "segmentation" else det
+    warm = warmup_epochs(cfg.epochs, mod.steps_per_epoch(n_train, cfg.batch_size))
+    extra.update(warmup_epochs=round(warm, 6), warmup_start_factor=WARMUP_FACTOR)
     p = {"task": cfg.task, "mode": "finetune", "image_size": size, "image_size_source": source,
          "mean": list(student.mean_std[0]), "std": list(student.mean_std[1]),
          "precision": precision, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
@@ -108,11 +125,11 @@ def _one_seed(student, data, p, settings, seed, cfg, run_dir, device) -> dict:
 
         def batches(epoch):
             torch.manual_seed(seed * 1_000_003 + epoch)
-            return _Epoch(det.loader(root, data.train, size, p["batch_size"], cfg.workers,
-                                     seed * 1_000_003 + epoch))
+            return _Epoch(det.loader(root, data.train, size, p["mean"], p["batch_size"],
+                                     cfg.workers, seed * 1_000_003 + epoch))
 
         def score():
-            return det.evaluate(model, root, data.val, data.classes, device)
+            return det.evaluate(model, root, data.val, data.classes, device, size)
     model = model.to(device)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = sgd(params, p["lr"], p["momentum"], p["weight_decay"])

@@ -7,8 +7,9 @@ through the shared loop and scored by COCO AP / AP50 / AP75 (pycocotools).
   trainable, as torchvision does without weights. ResNets feed a 4-level FPN (+ max-pool
   level), MobileNets a 2-level FPN on their last two stages (+ pool), as in
   ``fasterrcnn_mobilenet_v3_large_fpn``.
-- Input: every image letterboxed so its longer side is S (``min_size = max_size = S`` in
-  torchvision's transform). Below 800 px (torchvision's default resolution) anchor sizes
+- Input: every image, in training and evaluation alike, letterboxed by :func:`letterbox`
+  (longer side S, bilinear, padded with the mean; ``min_size = max_size = S`` in
+  torchvision's transform, whose resize is then the identity). Below 800 px (torchvision's default resolution) anchor sizes
   32..512 are scaled by S / 800, so they keep covering the objects of a small image, and the
   per-image RoI counts (512 sampled for the box head in training, 2000 / 1000 proposals in
   training / test) by (S / 800)^2, floored at 64 / 200 / 100, so a small image does not pay
@@ -23,6 +24,8 @@ through the shared loop and scored by COCO AP / AP50 / AP75 (pycocotools).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -120,11 +123,31 @@ class DetLoss(Objective):
         return {"loss": loss, **parts}
 
 
+class Letterboxed(NamedTuple):
+    x: torch.Tensor    # S x S, in [0, 1]
+    sx: float          # canvas pixels per image pixel, horizontally (resized width / width)
+    sy: float
+
+
+def letterbox(img, size: int, mean) -> Letterboxed:
+    """``img`` resized (bilinear, antialiased) so that its
+    longer side is S, top-left on a canvas of the mean colour (0 once normalised, what
+    torchvision's transform pads with). Training and evaluation both go through this, so the
+    detector's own transform only normalises (its resize is the identity at S x S)."""
+    scale = size / max(img.size)
+    w, h = max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))
+    x = TF.resize(TF.to_tensor(img), [h, w], interpolation=TF.InterpolationMode.BILINEAR,
+                  antialias=True)
+    canvas = torch.tensor(list(mean), dtype=x.dtype).view(3, 1, 1).repeat(1, size, size)
+    canvas[:, :h, :w] = x
+    return Letterboxed(canvas, w / img.size[0], h / img.size[1])
+
+
 class DetDataset(Dataset):
     """Training item -> (S x S letterboxed image in [0, 1], N x 5 boxes, error or "")."""
 
-    def __init__(self, root: str, samples, size: int):
-        self.root, self.samples, self.size = root, samples, size
+    def __init__(self, root: str, samples, size: int, mean, flip: bool = True):
+        self.root, self.samples, self.size, self.mean, self.flip = root, samples, size, mean, flip
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -137,13 +160,12 @@ class DetDataset(Dataset):
         try:
             img = load_rgb(f"{self.root}/{s.image}")
         except BadImage as e:
-            return torch.zeros(3, size, size), t, f"{s.image}: {e}"
-        scale = size / max(img.size)
-        w, h = max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))
-        x = torch.zeros(3, size, size)
-        x[:, :h, :w] = TF.to_tensor(img.resize((w, h)))
-        t[:, 1:] *= torch.tensor([w / img.size[0], h / img.size[1]] * 2)
-        if torch.rand(()) < 0.5:  # flip the whole canvas (boxes in canvas coordinates)
+            return (torch.zeros(3, size, size), t,
+                    f"cannot decode image {s.image}: {e}: remove or replace it")
+        lb = letterbox(img, size, self.mean)
+        x = lb.x
+        t[:, 1:] *= torch.tensor([lb.sx, lb.sy] * 2)
+        if self.flip and torch.rand(()) < 0.5:  # flip the whole canvas (boxes in its coordinates)
             x = x.flip(-1)
             t[:, [1, 3]] = size - t[:, [3, 1]]
         return x, t, ""
@@ -157,28 +179,37 @@ def collate(items):
     return torch.stack([x for x, _, _ in items]), pad, [r for _, _, r in items]
 
 
-def loader(root, samples, size, batch_size, workers, seed):
-    return DataLoader(DetDataset(root, samples, size), batch_size=batch_size, shuffle=True,
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)  # the loader keeps the last partial batch
+
+
+def loader(root, samples, size, mean, batch_size, workers, seed):
+    return DataLoader(DetDataset(root, samples, size, mean), batch_size=batch_size, shuffle=True,
                       num_workers=workers, collate_fn=collate,
                       generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
-def evaluate(net: DetNet, root: str, samples, classes, device) -> dict:
-    """AP / AP50 / AP75 over ``samples`` (each image at its own size, boxes in its pixels)."""
+def evaluate(net: DetNet, root: str, samples, classes, device, size: int) -> dict:
+    """AP / AP50 / AP75 over ``samples`` (letterboxed as in training, boxes mapped back to
+    each image's own pixels)."""
     det = net.detector
     was = det.training
     det.eval()
     dets = []
     for s in tqdm(samples, desc="detection val", unit="image", disable=None, leave=False):
         try:
-            img = TF.to_tensor(load_rgb(f"{root}/{s.image}")).to(device)
+            img = load_rgb(f"{root}/{s.image}")
         except BadImage as e:
             raise ArtifactError(f"cannot decode image {s.image}: {e}: remove or replace it"
                                 ) from None
-        o = det([img])[0]
+        lb = letterbox(img, size, det.transform.image_mean)
+        o = det([lb.x.to(device)])[0]
+        boxes = o["boxes"].cpu() / torch.tensor([lb.sx, lb.sy] * 2)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, img.size[0])
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, img.size[1])
         dets += [{"image_id": s.id, "box": b.tolist(), "label": int(lab), "score": float(sc)}
-                 for b, lab, sc in zip(o["boxes"].cpu(), o["labels"].cpu(), o["scores"].cpu())]
+                 for b, lab, sc in zip(boxes, o["labels"].cpu(), o["scores"].cpu())]
     det.train(was)
     gt = [{"id": s.id, "width": s.width, "height": s.height, "boxes": s.boxes,
            "labels": s.labels, "ignore": s.ignore} for s in samples]

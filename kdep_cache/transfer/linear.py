@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from ..errors import ArtifactError
 from ..models import FeatureNet
 from ..runtime import autocast
 from .metrics import accuracy, scores
@@ -98,6 +99,12 @@ def linear_probe(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, n
     """Choose C on train (held-out part), refit on all of train, score test once: top-1,
     balanced accuracy, per-class accuracy, and the final fit's convergence."""
     (x_tr, y_tr), (x_te, y_te) = train, test
+    for name, x in (("train", x_tr), ("test", x_te)):
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        if bad:
+            raise ArtifactError(f"the student's features are not finite (NaN / inf) on {bad} of "
+                                f"the {len(x)} {name} images: its weights hold NaN or inf (a "
+                                "diverged or damaged student); retrain it or pick another")
     c, info = choose_c(x_tr, y_tr, seed, grid)
     probe, conv = _fit(c, x_tr, y_tr, seed)
     if not conv["converged"]:

@@ -18,17 +18,20 @@ from pathlib import Path
 from .. import dist, shapes
 from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
 from ..dist import env_ranks
-from ..errors import InputError
+from ..errors import InputError, TrainingError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
-from ..names import RESULTS, TRANSFER_MODES, TRANSFER_TASKS
+from ..names import CHECKPOINT, RESULTS, TRANSFER_MODES, TRANSFER_TASKS
 from ..runtime import autocast, resolve_device
 from ..train.student import default_precision
+from . import fairness
 from .data import open_downstream
+from .leakage import METHOD as LEAKAGE_METHOD
+from .leakage import leaked
 from .linear import C_GRID, MAX_ITER, VAL_FRACTION
 from .seeds import finetune_seeds as _finetune
 from .seeds import linear_seeds as _linear
 from .sizes import input_size
-from .students import leaked, resolve_student
+from .students import resolve_student
 
 log = logging.getLogger(__name__)
 MODES = TRANSFER_MODES
@@ -76,14 +79,50 @@ class TransferConfig:
     resume: bool = False
     allow_leakage: bool = False
     seg_head: str = "psp"          # psp (paper) | deeplabv3 | fcn
+    keep_checkpoint: bool = False  # each seed's checkpoint.pt only serves --resume
+
+
+# The dense tasks' default lr is the reference recipe's for a batch of 16, scaled linearly
+# with --batch-size (the linear scaling rule detectron2 and torchvision's references state):
+# lr 0.02 at batch 4 made a random-init Faster R-CNN diverge on a small set even after the
+# warm-up, lr 0.005 did not.
+REFERENCE_BATCH = 16
 
 
 def resolved(cfg: TransferConfig) -> TransferConfig:
     """``cfg`` with every None default replaced by its task's default."""
     if cfg.task not in TASKS:
         raise InputError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
-    d = TASK_DEFAULTS[cfg.task]
+    d = dict(TASK_DEFAULTS[cfg.task])
+    if cfg.task != "classification" and cfg.batch_size is not None and cfg.batch_size > 0:
+        d["lr"] = d["lr"] * cfg.batch_size / REFERENCE_BATCH
     return replace(cfg, **{k: v for k, v in d.items() if getattr(cfg, k) is None})
+
+
+def ignored_options(given: TransferConfig, cfg: TransferConfig) -> list[str]:
+    """One warning line per option the user gave that the resolved run does not use."""
+    out = []
+    if cfg.mode == "linear":
+        named = [f"--{k.replace('_', '-')}" for k in ("epochs", "lr", "weight_decay", "schedule",
+                                                      "lr_step") if getattr(given, k) is not None]
+        if named:
+            out.append(f"{', '.join(named)} ignored: the linear probe trains no network (a "
+                       "logistic regression, C chosen on a held-out part of train); they apply "
+                       "to --mode finetune")
+    elif given.lr_step is not None and cfg.schedule != "step":
+        out.append(f"--lr-step ignored: it sets the step of --schedule step, not of "
+                   f"--schedule {cfg.schedule}")
+    return out
+
+
+def lr_rule(cfg: TransferConfig, given: float | None) -> str:
+    """How the lr was chosen (recorded in the protocol)."""
+    if given is not None:
+        return "--lr"
+    if cfg.task == "classification":
+        return "default"
+    return (f"default {TASK_DEFAULTS[cfg.task]['lr']:g} x batch {cfg.batch_size} / "
+            f"{REFERENCE_BATCH} (linear scaling)")
 
 
 def _check(cfg: TransferConfig) -> None:
@@ -140,7 +179,10 @@ def _leakage(cfg: TransferConfig, student, data) -> tuple[bool, list[str]]:
 
 def transfer(cfg: TransferConfig) -> dict:
     """Run every seed of ``cfg`` and write ``RESULT_DIR/results.json`` atomically."""
-    cfg = resolved(cfg)
+    given = cfg
+    given_lr, cfg = cfg.lr, resolved(cfg)
+    for line in ignored_options(given, cfg):
+        log.warning("%s", line)
     _check(cfg)
     r = env_ranks()
     if r is not None and r.world_size > 1 and cfg.task != "classification":
@@ -152,10 +194,11 @@ def transfer(cfg: TransferConfig) -> dict:
         data = open_downstream(cfg.data, cfg.test_fraction, cfg.split_seed)
         files = [os.path.join(data.train.root, p) for p in data.train.paths]
     else:
-        from .dense import check_student
+        from .dense import check_student, require_extras
         from .layouts import open_dense
         check_student(student, cfg.task)
         data = open_dense(cfg.data, cfg.task)
+        require_extras(cfg.task, data.layout)
         files = [os.path.join(data.path, s.image) for s in data.train]
     checked, overlap = _leakage(cfg, student, data)
     device = dist.rank_device(resolve_device(cfg.device))
@@ -175,7 +218,8 @@ def transfer(cfg: TransferConfig) -> dict:
                     _finetune(student, data, protocol, settings, cfg, out, device, precision, d))
     else:
         from . import dense
-        protocol, keys = dense.protocol(cfg, student, size, source, device)
+        protocol, keys = dense.protocol(cfg, student, size, source, device, len(data.train))
+        protocol["lr_rule"] = lr_rule(cfg, given_lr)
         precision = protocol["precision"]
 
         def run_seeds(settings):
@@ -191,11 +235,14 @@ def transfer(cfg: TransferConfig) -> dict:
             raise InputError(f"{out} already holds transfer results with other settings; use "
                              "a new --out")
         t0 = time.perf_counter()
-        per_seed = run_seeds(settings)
+        try:
+            per_seed = run_seeds(settings)
+        except TrainingError as e:
+            raise TrainingError(nonfinite_advice(str(e), cfg.lr)) from None
         secs = time.perf_counter() - t0
         result = {"format": TRANSFER, "format_version": FORMAT_VERSION, **settings,
                   "settings_fingerprint": fingerprint(settings),
-                  "leakage": {"checked": checked, "overlap": len(overlap),
+                  "leakage": {"checked": checked, "by": LEAKAGE_METHOD, "overlap": len(overlap),
                               "allowed": bool(overlap) and cfg.allow_leakage,
                               "examples": overlap[:5]},
                   "seeds": per_seed, "summary": {k: aggregate([r[k] for r in per_seed])
@@ -205,14 +252,27 @@ def transfer(cfg: TransferConfig) -> dict:
                   **({"ranks": d.world_size} if d.enabled else {})}
         if d.main:
             write_json(out / RESULTS, result)
+            if not cfg.keep_checkpoint:  # results.json now marks every seed complete
+                for seed in cfg.seeds:
+                    (out / f"seed-{seed}" / CHECKPOINT).unlink(missing_ok=True)
     return {"out": str(out), **_headline(result), "seconds": round(secs, 1),
             "device": str(device), "precision": precision}
+
+
+def nonfinite_advice(msg: str, lr: float) -> str:
+    """The loop's non-finite-loss line with transfer's own advice (train-student's names
+    --loss-weight, an option transfer does not have)."""
+    head, sep, _ = msg.partition(": lower --lr")
+    if not sep:
+        return msg
+    return f"{head}: lower --lr (this run used {lr:g}) and rerun into a new --out"
 
 
 def _headline(r: dict) -> dict:
     head = {"student": r["student"]["label"], "dataset": Path(r["dataset"]["path"]).name,
             "task": r["protocol"].get("task", "classification"), "mode": r["protocol"]["mode"], "classes": r["dataset"]["n_classes"],
-            "train/test": f"{r['dataset']['n_train']}/{r['dataset']['n_test']}"}
+            "train/test": f"{r['dataset']['n_train']}/{r['dataset']['n_test']}",
+            "measured at": fairness.headline(r["protocol"])}
     for k, s in r["summary"].items():
         std = "" if s["std"] is None else f" ± {s['std']:.2f}"
         head[k] = f"{s['mean']:.2f}{std} (n={s['n']})"

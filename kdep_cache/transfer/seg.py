@@ -115,7 +115,13 @@ def load_mask(root: str, s) -> np.ndarray:
             if m.mode not in ("P", "L", "I", "I;16"):
                 raise InputError(f"{s.mask} is a {m.mode} image: a class-index PNG (palette or "
                                  "grayscale) is expected")
-            return np.asarray(m).astype(np.uint8)
+            a, mode = np.asarray(m), m.mode
+        if a.dtype != np.uint8 and a.size and (a.min() < 0 or a.max() > IGNORE):
+            # an I / I;16 PNG: a value above 255 would wrap to another class in uint8
+            raise InputError(f"{s.mask} holds values {int(a.min())}..{int(a.max())} (a {mode}"
+                             f"-mode PNG): a class-index mask holds 0..K and {IGNORE} (ignore); "
+                             "map its values to class indices first")
+        return a.astype(np.uint8)
     from pycocotools import mask as mask_utils
     out = np.zeros((s.height, s.width), np.uint8)
     for label, seg, crowd in sorted(s.polygons, key=lambda p: p[2]):  # crowd regions last
@@ -141,13 +147,22 @@ class SegDataset(Dataset):
         s = self.samples[j]
         try:
             img = load_rgb(f"{self.root}/{s.image}")
+            mask = load_mask(self.root, s)
         except BadImage as e:
-            return torch.zeros(3, 8, 8), torch.zeros(8, 8, dtype=torch.long), f"{s.image}: {e}"
+            return _blank(f"cannot decode image {s.image}: {e}: remove or replace it", self.crop)
+        except InputError as e:  # from a loader worker too: one line, not its traceback
+            return _blank(str(e), self.crop)
         x = TF.normalize(TF.to_tensor(img), self.mean, self.std)
-        y = torch.from_numpy(load_mask(self.root, s).astype(np.int64))
+        y = torch.from_numpy(mask.astype(np.int64))
         if self.crop is not None:
             x, y = random_scale_crop(x, y, self.crop)
         return x, y, ""
+
+
+def _blank(reason: str, crop: int | None):
+    """A placeholder item (collates with the batch's crops) carrying why it failed."""
+    n = crop or 8
+    return torch.zeros(3, n, n), torch.zeros(n, n, dtype=torch.long), reason
 
 
 def random_scale_crop(x: torch.Tensor, y: torch.Tensor, crop: int):
@@ -168,11 +183,20 @@ def random_scale_crop(x: torch.Tensor, y: torch.Tensor, crop: int):
     return x, y
 
 
+def _drop_last(n: int, batch_size: int) -> bool:
+    """Drop a last batch of one image (BatchNorm in the head needs two)."""
+    return n > batch_size and n % batch_size == 1
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return n // batch_size if _drop_last(n, batch_size) else -(-n // batch_size)
+
+
 def loader(root, samples, mean, std, crop, batch_size, workers, shuffle, seed):
     n = len(samples)
     return DataLoader(SegDataset(root, samples, mean, std, crop), batch_size=batch_size,
                       shuffle=shuffle, num_workers=workers,
-                      drop_last=shuffle and n > batch_size and n % batch_size == 1,
+                      drop_last=shuffle and _drop_last(n, batch_size),
                       generator=torch.Generator().manual_seed(seed))
 
 
@@ -181,7 +205,7 @@ def checked(batches):
     for x, y, reasons in batches:
         bad = [r for r in reasons if r]
         if bad:
-            raise ArtifactError(f"cannot decode image {bad[0]}: remove or replace it")
+            raise ArtifactError(bad[0])
         yield x, y
 
 

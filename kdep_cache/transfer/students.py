@@ -1,18 +1,16 @@
 """Resolve ``--student``: a train-student run directory (or its ``student.pth``), a plain
-torchvision state_dict (with ``--arch``), or ``random:NAME``; and the leakage check."""
+torchvision state_dict (with ``--arch``), or ``random:NAME`` (the leakage check: :mod:`.leakage`)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import ArtifactError, InputError
-from ..fsio import read_json, sha256_file
-from ..images import scan_images
+from ..fsio import sha256_file
 from ..integrity import check_student_weights, predates_note, read_sidecar
 from ..models import FeatureNet, build_student
 from ..models.registry import KNOWN_STUDENTS, NORMALIZATIONS
@@ -116,36 +114,3 @@ def resolve_student(spec: str, arch: str | None = None, label: str | None = None
 
 def _read_sidecar(path: Path) -> dict | None:
     return read_sidecar(path) if path.is_file() else None
-
-
-def pretraining_files(lineage: dict | None) -> list[str] | None:
-    """Absolute paths of the images a student was pre-trained on, if its lineage says."""
-    lineage = lineage or {}
-    root, listing = lineage.get("images_root"), lineage.get("images_file")
-    rel = None
-    if listing and os.path.isfile(listing):
-        doc = read_json(listing)
-        doc = doc if isinstance(doc, dict) else {}  # another shape: no list to compare
-        rel, root = doc.get("paths"), root or doc.get("root")
-    elif listing:
-        log.warning("cannot check leakage: the student's image list %s is gone", listing)
-        return None
-    elif root and os.path.isdir(root):  # trained on a whole folder (e.g. the supervised baseline)
-        rel = scan_images(root).paths
-    if not rel or not root:
-        return None
-    real_root = os.path.realpath(root)
-    out = []
-    for p in rel:
-        f = os.path.join(real_root, p)
-        out.append(os.path.realpath(f) if os.path.islink(f) else os.path.normpath(f))
-    return out
-
-
-def leaked(lineage: dict | None, test_files: list[str]) -> tuple[bool, list[str]]:
-    """(checked, downstream test images that are also pre-training images)."""
-    pre = pretraining_files(lineage)
-    if pre is None:
-        return False, []
-    pre_set = set(pre)
-    return True, sorted(f for f in test_files if os.path.realpath(f) in pre_set)
