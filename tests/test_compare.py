@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,8 @@ def result(d: Path, label: str, dataset: str, vals: list[float], mode: str = "li
 
 
 def _warnings(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith("WARNING")]
+    # off a terminal a log line starts with its date and time (progress.log_format)
+    return [ln for ln in stderr.splitlines() if re.match(r"(\S+ \S+ )?WARNING ", ln)]
 
 
 def test_unfinished_folder_is_named_and_the_rest_tabulated(tmp_path):
