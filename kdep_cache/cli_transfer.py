@@ -27,7 +27,8 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @main.command()
 @click.option("--student", required=True,
               help="train-student run dir (or its student.pth), a state_dict file (+ --arch), "
-                   "or random:NAME.")
+                   "random:NAME, or teacher:CACHE (the teacher of a raw cache, linear probe "
+                   "only: the reference row of compare).")
 @click.option("--arch", default=None, help="Architecture of a plain state_dict (resnet18, ...).")
 @click.option("--label", default=None, help="Name of the student in results and tables.")
 @click.option("--data", required=True, type=click.Path(),
