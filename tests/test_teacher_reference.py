@@ -180,6 +180,13 @@ def test_compare_gives_each_linear_row_its_percent_of_the_teacher(tmp_path):
                                                                                abs=1e-4)
     assert rows["kdep [finetune]"]["cifar % of teacher"] == ""
     assert "(75%)" in cmp.to_markdown(t)
+    res = cli("compare", *dirs, "--json", tmp_path / "t.json", "--csv", tmp_path / "t.csv")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "t.json").read_text())
+    got = {(c["student"], c["column"]): c.get("percent_of_teacher") for c in doc["cells"]}
+    assert doc["teacher"] == t.teacher and got["kdep [linear]", "flowers"] == pytest.approx(80)
+    assert got["kdep [finetune]", "cifar"] is None and got[t.teacher, "cifar"] is None
+    assert (tmp_path / "t.csv").read_text() == cmp.to_csv(t)
 
 
 def test_compare_without_a_clear_teacher(tmp_path):

@@ -21,10 +21,10 @@ from ..fsio import read_json
 from ..names import RESULTS
 from .fairness import column_notes, column_settings, setting_of
 from .reference import percent_of_teacher, several_teachers_note, teacher_rows
-from .table import TOP1, UNITS, Cell, Table, format_text, plot, to_csv, to_markdown
+from .table import TOP1, UNITS, Cell, Table, format_text, plot, to_csv, to_json, to_markdown
 
 __all__ = ["Cell", "Table", "build_table", "format_text", "load_result", "plot", "to_csv",
-           "to_markdown"]
+           "to_json", "to_markdown"]
 MEAN = "mean"
 METRICS = ("final", "best", "balanced", "class:NAME", "miou", "pixel_acc", "ap", "ap50", "ap75")
 DENSE = {"segmentation": {"final": "miou", "best": "miou", "miou": "miou",

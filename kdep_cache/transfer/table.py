@@ -1,12 +1,13 @@
 """The table ``compare`` builds (:class:`Table` of :class:`Cell`) and its formats: aligned text,
 CSV, Markdown and a bar chart. With a teacher row, a cell of another linear row carries its
 percentage of the teacher's score, ``46.40 (78%)``; the CSV has a ``% of teacher`` column per
-column."""
+column, the JSON a ``percent_of_teacher`` per such cell."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import textwrap
 from dataclasses import dataclass, field
@@ -106,6 +107,19 @@ def to_csv(t: Table) -> str:
             vals += ([] if not t.teacher else ["" if pct is None else f"{pct:.4f}"])
         w.writerow(vals)
     return buf.getvalue()
+
+
+def to_json(t: Table) -> str:
+    """The table as data: rows, columns, each cell's mean / std / n / per-seed values and, with
+    a teacher row, its ``percent_of_teacher``; the settings lines and the notes."""
+    cells = [{"student": row, "column": c, "mean": cell.mean, "std": cell.std, "n": cell.n,
+              "by_seed": {str(k): v for k, v in cell.by_seed.items()},
+              **({"percent_of_teacher": t.percent[row, c]} if (row, c) in t.percent else {})}
+             for row in t.rows for c in t.columns if (cell := t.cells.get((row, c)))]
+    return json.dumps({"title": t.title, "metric": t.metric, "rows": t.rows,
+                       "columns": t.columns, "teacher": t.teacher, "cells": cells,
+                       "measured_at": t.settings, "notes": t.notes, "missing": t.missing},
+                      indent=1) + "\n"
 
 
 def plot(t: Table, path: str | Path) -> None:
