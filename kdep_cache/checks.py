@@ -289,10 +289,14 @@ def train_args(o: dict) -> None:
 
 
 def transfer_args(o: dict) -> None:
+    from .transfer.reference import PREFIX, is_teacher, refuse_training
     check_options(o)
     spec = str(o.get("student", ""))
     if spec.startswith("random:"):
         student("student", spec.split(":", 1)[1])
+    elif is_teacher(spec):  # teacher:CACHE (transfer/teacher.py): never fine-tuned
+        refuse_training(spec, o.get("mode"), o.get("task"))
+        existing("student", spec[len(PREFIX):], "dir")
     else:
         existing("student", spec, "any")
     if o.get("arch") is not None:

@@ -27,7 +27,8 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @main.command()
 @click.option("--student", required=True,
               help="train-student run dir (or its student.pth), a state_dict file (+ --arch), "
-                   "or random:NAME.")
+                   "random:NAME, or teacher:CACHE (the teacher of a raw cache, linear probe "
+                   "only: the reference row of compare).")
 @click.option("--arch", default=None, help="Architecture of a plain state_dict (resnet18, ...).")
 @click.option("--label", default=None, help="Name of the student in results and tables.")
 @click.option("--data", required=True, type=click.Path(),
@@ -98,13 +99,17 @@ def transfer(as_json, **kw):
                    "miou, pixel_acc, ap, ap50, ap75.")
 @click.option("--csv", "csv_path", type=click.Path(), default=None, help="Also write CSV here.")
 @click.option("--markdown", type=click.Path(), default=None, help="Also write Markdown here.")
+@click.option("--json", "json_path", type=click.Path(), default=None,
+              help="Also write the table as JSON here (cells with per-seed values and, with a "
+                   "teacher row, each row's % of teacher).")
 @click.option("--plot", type=click.Path(), default=None, help="Bar chart PNG (needs matplotlib).")
 @_run
-def compare(result_dirs, metric, csv_path, markdown, plot):
+def compare(result_dirs, metric, csv_path, markdown, json_path, plot):
     """Tabulate transfer results: students x datasets (+ mean), mean ± std over seeds."""
     from .transfer import compare as cmp
     table = cmp.build_table(list(result_dirs), metric)
-    for path, text in ((csv_path, cmp.to_csv), (markdown, cmp.to_markdown)):
+    for path, text in ((csv_path, cmp.to_csv), (markdown, cmp.to_markdown),
+                       (json_path, cmp.to_json)):
         if path:
             data = text(table).encode()
             _parent(path)

@@ -44,7 +44,7 @@ def test_quickstart_rerun_after_a_kill_resumes_and_finishes(tmp_path):
     os.killpg(p.pid, signal.SIGKILL)
     first = p.communicate(timeout=60)[0]
     assert not (out / "r18-kdep" / "student.pth").exists(), "training ended before the kill"
-    assert "3/7 train-student" in first and "--resume" not in first
+    assert "3/8 train-student" in first and "--resume" not in first
     r = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert f"resuming the interrupted run in {out}/r18-kdep" in r.stderr
@@ -52,7 +52,7 @@ def test_quickstart_rerun_after_a_kill_resumes_and_finishes(tmp_path):
     assert (out / "table.md").is_file() and "Wall time" in r.stdout
     assert len((out / "r18-kdep" / "metrics.jsonl").read_text().splitlines()) == 40
     # stages show progress, off a terminal as timestamped log lines with the pipeline ETA
-    assert "quickstart 3/7: ~" in r.stderr and " INFO kdep_cache" in r.stderr
+    assert "quickstart 3/8: ~" in r.stderr and " INFO kdep_cache" in r.stderr
 
 
 @pytest.mark.parametrize("layout,want", [([], ""), (["checkpoint.pt"], "--resume"),

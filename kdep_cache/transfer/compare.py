@@ -5,7 +5,9 @@ mean, cells = mean ± std over seeds) as aligned text, CSV, Markdown, and an opt
 probe; mIoU for segmentation; AP for detection), ``best`` (best-epoch top-1, the paper's
 fine-tuning number; dense results have only a final score), ``balanced`` (balanced
 accuracy), ``class:NAME`` (that class's accuracy), ``miou``, ``pixel_acc``, ``ap``, ``ap50``,
-``ap75``. Columns whose unit is not top-1 carry it in their name (``voc mIoU``)."""
+``ap75``. Columns whose unit is not top-1 carry it in their name (``voc mIoU``). With a teacher
+row (``transfer --student teacher:CACHE``), the other linear rows show their score as a
+percentage of the teacher's (:mod:`.reference`)."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from ..errors import ArtifactError, InputError
 from ..fsio import read_json
 from ..names import RESULTS
 from .fairness import column_notes, column_settings, setting_of
-from .table import TOP1, UNITS, Cell, Table, format_text, plot, to_csv, to_markdown
+from .reference import percent_of_teacher, several_teachers_note, teacher_rows
+from .table import TOP1, UNITS, Cell, Table, format_text, plot, to_csv, to_json, to_markdown
 
 __all__ = ["Cell", "Table", "build_table", "format_text", "load_result", "plot", "to_csv",
-           "to_markdown"]
+           "to_json", "to_markdown"]
 MEAN = "mean"
 METRICS = ("final", "best", "balanced", "class:NAME", "miou", "pixel_acc", "ap", "ap50", "ap75")
 DENSE = {"segmentation": {"final": "miou", "best": "miou", "miou": "miou",
@@ -59,7 +62,7 @@ def build_table(paths: list[str], metric: str = "final") -> Table:
     names: dict[str, set] = {}
     for r in results:
         names.setdefault(Path(r["dataset"]["path"]).name, set()).add(r["dataset"]["fingerprint"])
-    rows, columns, cells, where, units, settings = [], [], {}, {}, [], {}
+    rows, columns, cells, where, units, settings, kinds = [], [], {}, {}, [], {}, {}
     for r in results:
         row = r["student"]["label"] + (f" [{r['protocol']['mode']}]" if mixed and r in classif
                                        else "")
@@ -84,15 +87,26 @@ def build_table(paths: list[str], metric: str = "final") -> Table:
                  "std": statistics.stdev(vals) if len(vals) > 1 else None}
         cells[row, col], where[row, col] = Cell(s["mean"], s["std"], s["n"], by_seed), r["_path"]
         settings.setdefault(col, {})[row] = setting_of(r)
+        kinds[row] = r["student"].get("kind")
         rows += [row] if row not in rows else []
         columns += [col] if col not in columns else []
     for row in rows:
         mean = _row_mean([cells.get((row, c)) for c in columns])
         if mean is not None:
             cells[row, MEAN] = mean
+    teachers, percent, notes = teacher_rows(kinds), {}, []
+    if len(teachers) == 1:
+        modes = {(row, c): s.mode for c in columns for row, s in settings[c].items()}
+        for row in rows:
+            row_modes = {m for (r, _), m in modes.items() if r == row}
+            modes[row, MEAN] = row_modes.pop() if len(row_modes) == 1 else None
+        percent = percent_of_teacher(cells, rows, columns + [MEAN], teachers[0], modes)
+    elif teachers:
+        notes.append(several_teachers_note(teachers))
     return Table(metric, rows, columns + [MEAN], cells, units, missing=missing,
                  settings=[column_settings(c, settings[c]) for c in columns],
-                 notes=[n for c in columns for n in column_notes(c, settings[c])])
+                 notes=notes + [n for c in columns for n in column_notes(c, settings[c])],
+                 teacher=teachers[0] if len(teachers) == 1 else None, percent=percent)
 
 
 def seed_values(r: dict, metric: str) -> tuple[str, dict]:

@@ -7,11 +7,17 @@ Rows of different modes are labelled ``[linear]`` / ``[finetune]`` and sit side 
 design (the quickstart's table); a mode difference is reported only when a student is present
 in one mode and missing from the other, i.e. when the column pits one student's linear probe
 against another's fine-tune.
+
+A teacher row (``transfer --student teacher:CACHE``) is the reference, measured by design at
+the teacher's own input size and precision (fp32 on CPU): it is left out of these checks and
+listed apart in the settings line ("teacher (reference): ...").
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from .reference import KIND as TEACHER
 
 FIELDS = {"image_size": "input size", "precision": "precision", "epochs": "epochs"}
 
@@ -21,6 +27,7 @@ class Setting(NamedTuple):
     image_size: int | None
     precision: str | None
     epochs: int | None           # None for a linear probe (no epochs)
+    teacher: bool = False        # the reference row: not held to the students' settings
 
     def text(self) -> str:
         size = "? px" if self.image_size is None else f"{self.image_size} px"
@@ -35,7 +42,8 @@ def setting_of(result: dict) -> Setting:
     p = result.get("protocol") or {}
     mode = p.get("mode", "?")
     return Setting(mode, p.get("image_size"), p.get("precision"),
-                   p.get("epochs") if mode != "linear" else None)
+                   p.get("epochs") if mode != "linear" else None,
+                   (result.get("student") or {}).get("kind") == TEACHER)
 
 
 def headline(p: dict) -> str:
@@ -52,6 +60,7 @@ def column_notes(col: str, rows: dict) -> list[str]:
     """One line per unfair difference among ``rows`` ({row label: Setting}) of column ``col``."""
     notes = []
     by_mode: dict[str, dict] = {}
+    rows = {row: s for row, s in rows.items() if not s.teacher}  # the reference: its own
     for row, s in rows.items():
         by_mode.setdefault(s.mode, {})[row] = s
     for mode, group in by_mode.items():
@@ -78,6 +87,7 @@ def column_settings(col: str, rows: dict) -> str:
     """``"cifar: linear, 32 px, fp32; finetune, 32 px, fp32, 10 epochs"`` (distinct settings)."""
     seen = []
     for s in rows.values():
-        if s.text() not in seen:
-            seen.append(s.text())
+        text = f"teacher (reference): {s.text()}" if s.teacher else s.text()
+        if text not in seen:
+            seen.append(text)
     return f"{col}: " + "; ".join(seen)

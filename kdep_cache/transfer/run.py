@@ -22,12 +22,12 @@ from ..errors import InputError, TrainingError
 from ..fsio import fingerprint, read_json, write_json, writer_lock
 from ..names import CHECKPOINT, RESULTS, TRANSFER_MODES, TRANSFER_TASKS
 from ..runtime import autocast, resolve_device
-from ..train.student import default_precision
 from . import fairness
 from .data import open_downstream
 from .leakage import METHOD as LEAKAGE_METHOD
 from .leakage import leaked
 from .linear import C_GRID, MAX_ITER, VAL_FRACTION
+from .reference import refuse_training
 from .seeds import finetune_seeds as _finetune
 from .seeds import linear_seeds as _linear
 from .sizes import input_size
@@ -126,6 +126,7 @@ def lr_rule(cfg: TransferConfig, given: float | None) -> str:
 
 
 def _check(cfg: TransferConfig) -> None:
+    refuse_training(cfg.student, cfg.mode, cfg.task)
     if cfg.mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if cfg.task != "classification" and cfg.mode != "finetune":
@@ -167,7 +168,7 @@ def _protocol(cfg: TransferConfig, size: int, source: str, mean, std, precision:
 
 
 def _leakage(cfg: TransferConfig, student, data) -> tuple[bool, list[str]]:
-    checked, overlap = leaked((student.sidecar or {}).get("lineage"), data.test_files())
+    checked, overlap = leaked(student.lineage, data.test_files())
     if overlap:
         msg = (f"LEAKAGE: {len(overlap)} of the {len(data.test)} downstream test images were "
                f"in {student.label}'s pre-training images (e.g. {overlap[0]})")
@@ -203,10 +204,13 @@ def transfer(cfg: TransferConfig) -> dict:
     checked, overlap = _leakage(cfg, student, data)
     device = dist.rank_device(resolve_device(cfg.device))
     size, source = input_size(cfg.image_size, student.image_size, files, cfg.task)
+    if source.startswith("student sidecar"):
+        source = student.size_source
     mean, std = student.mean_std
     out = Path(cfg.out)
     if cfg.task == "classification":
-        precision = default_precision(device, size) if cfg.precision == "auto" else cfg.precision
+        precision = (student.auto_precision(device, size) if cfg.precision == "auto"
+                     else cfg.precision)
         autocast(device, precision)  # refuse e.g. fp16 on CPU before any work
         protocol = _protocol(cfg, size, source, mean, std, precision)
         keys = (("test_top1", "test_balanced") if cfg.mode == "linear" else

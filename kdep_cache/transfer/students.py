@@ -1,5 +1,6 @@
 """Resolve ``--student``: a train-student run directory (or its ``student.pth``), a plain
-torchvision state_dict (with ``--arch``), or ``random:NAME`` (the leakage check: :mod:`.leakage`)."""
+torchvision state_dict (with ``--arch``), ``random:NAME`` (the leakage check: :mod:`.leakage`), or ``teacher:CACHE`` (the cache's
+teacher as the reference row: :mod:`.teacher`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from ..models import FeatureNet, build_student
 from ..models.registry import KNOWN_STUDENTS, NORMALIZATIONS
 from ..models.weights import fit_state_dict, load_state_dict_file
 from ..names import SIDECAR, STUDENT_FILE
+from ..runtime import default_precision
+from .reference import is_teacher
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 class Student:
     """A student to transfer; :meth:`build` gives a fresh network with a new head."""
 
-    kind: str                          # run | state_dict | random
+    kind: str                          # run | state_dict | random | teacher
     arch: str
     label: str
     spec: str
@@ -44,6 +47,19 @@ class Student:
     @property
     def image_size(self) -> int | None:
         return ((self.sidecar or {}).get("input") or {}).get("image_size")
+
+    @property
+    def size_source(self) -> str:
+        return "student sidecar (pre-training size)"
+
+    @property
+    def lineage(self) -> dict | None:
+        """What it was pre-trained on (the leakage check reads ``images_file`` / root)."""
+        return (self.sidecar or {}).get("lineage")
+
+    def auto_precision(self, device: torch.device, image_size: int) -> str:
+        """``--precision auto`` for this row (students: :func:`runtime.default_precision`)."""
+        return default_precision(device, image_size)
 
     def build(self, n_classes: int, seed: int) -> FeatureNet:
         """Backbone weights (or a seeded random init) + a seeded new linear head."""
@@ -71,6 +87,9 @@ def _check_arch(name: str) -> str:
 
 def resolve_student(spec: str, arch: str | None = None, label: str | None = None) -> Student:
     """Turn ``--student`` (+ ``--arch``, ``--label``) into a :class:`Student`."""
+    if is_teacher(spec):
+        from .teacher import resolve_teacher
+        return resolve_teacher(spec, arch, label)
     if spec.startswith("random:"):
         name = _check_arch(spec.split(":", 1)[1])
         if arch and arch != name:

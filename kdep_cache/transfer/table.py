@@ -1,10 +1,13 @@
 """The table ``compare`` builds (:class:`Table` of :class:`Cell`) and its formats: aligned text,
-CSV, Markdown and a bar chart."""
+CSV, Markdown and a bar chart. With a teacher row, a cell of another linear row carries its
+percentage of the teacher's score, ``46.40 (78%)``; the CSV has a ``% of teacher`` column per
+column, the JSON a ``percent_of_teacher`` per such cell."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import textwrap
 from dataclasses import dataclass, field
@@ -39,6 +42,8 @@ class Table:
     missing: list = field(default_factory=list)  # given folders without results.json
     settings: list = field(default_factory=list)  # per column: mode, size, precision, epochs
     notes: list = field(default_factory=list)    # warnings about the comparison itself
+    teacher: str | None = None                   # the reference row (transfer teacher:CACHE)
+    percent: dict = field(default_factory=dict)  # (row, column) -> 100 * mean / teacher's
 
     @property
     def title(self) -> str:
@@ -47,10 +52,24 @@ class Table:
         how = f"; linear probe, or fine-tuning {which}" if classification else "; final epoch"
         return f"test {' / '.join(self.units)} % (mean ± std over seeds{how})"
 
+    @property
+    def percent_note(self) -> list[str]:
+        """The line that says what the parenthesised percentages are (none without them)."""
+        if not self.percent:
+            return []
+        return [f"(N%) = the row's score as a percentage of {self.teacher}'s on the same "
+                "column (linear-probe rows)"]
+
+    def text(self, row: str, col: str) -> str:
+        if (row, col) not in self.cells:
+            return "-"
+        pct = self.percent.get((row, col))
+        return self.cells[row, col].text() + ("" if pct is None else f" ({pct:.0f}%)")
+
 
 def _grid(t: Table) -> list[list[str]]:
     return [["student"] + t.columns] + [
-        [row] + [t.cells[row, c].text() if (row, c) in t.cells else "-" for c in t.columns]
+        [row] + [t.text(row, c) for c in t.columns]
         for row in t.rows]
 
 
@@ -60,7 +79,7 @@ def format_text(t: Table) -> str:
     line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
                                for i, (v, w) in enumerate(zip(r, widths))).rstrip()
     sep = "  ".join("-" * w for w in widths)
-    extra = [f"measured at: {x}" for x in t.settings]
+    extra = t.percent_note + [f"measured at: {x}" for x in t.settings]
     return "\n".join([t.title, line(grid[0]), sep] + [line(r) for r in grid[1:]] + extra) + "\n"
 
 
@@ -69,6 +88,7 @@ def to_markdown(t: Table) -> str:
     out = [f"_{t.title}_", "", "| " + " | ".join(grid[0]) + " |",
            "|" + "|".join(["---"] + ["---:"] * (len(grid[0]) - 1)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in grid[1:]]
+    out += ["", *[f"_{x}_  " for x in t.percent_note]] if t.percent else []
     out += ["", *[f"_measured at: {x}_  " for x in t.settings]] if t.settings else []
     return "\n".join(out) + "\n"
 
@@ -76,15 +96,30 @@ def to_markdown(t: Table) -> str:
 def to_csv(t: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["student"] + [f"{c} {k}" for c in t.columns for k in ("mean", "std", "n")])
+    keys = ("mean", "std", "n") + (("% of teacher",) if t.teacher else ())
+    w.writerow(["student"] + [f"{c} {k}" for c in t.columns for k in keys])
     for row in t.rows:
         vals = [row]
         for c in t.columns:
-            cell = t.cells.get((row, c))
+            cell, pct = t.cells.get((row, c)), t.percent.get((row, c))
             vals += (["", "", ""] if cell is None else
                      [f"{cell.mean:.4f}", "" if cell.std is None else f"{cell.std:.4f}", cell.n])
+            vals += ([] if not t.teacher else ["" if pct is None else f"{pct:.4f}"])
         w.writerow(vals)
     return buf.getvalue()
+
+
+def to_json(t: Table) -> str:
+    """The table as data: rows, columns, each cell's mean / std / n / per-seed values and, with
+    a teacher row, its ``percent_of_teacher``; the settings lines and the notes."""
+    cells = [{"student": row, "column": c, "mean": cell.mean, "std": cell.std, "n": cell.n,
+              "by_seed": {str(k): v for k, v in cell.by_seed.items()},
+              **({"percent_of_teacher": t.percent[row, c]} if (row, c) in t.percent else {})}
+             for row in t.rows for c in t.columns if (cell := t.cells.get((row, c)))]
+    return json.dumps({"title": t.title, "metric": t.metric, "rows": t.rows,
+                       "columns": t.columns, "teacher": t.teacher, "cells": cells,
+                       "measured_at": t.settings, "notes": t.notes, "missing": t.missing},
+                      indent=1) + "\n"
 
 
 def plot(t: Table, path: str | Path) -> None:
