@@ -12,9 +12,8 @@ import time
 import torch
 
 from ..errors import InputError
-from ..runtime import resolved_precision
+from ..runtime import default_precision, resolved_precision
 from ..train.loop import sgd, train
-from ..train.student import default_precision
 from . import det, seg
 from .finetune import start_state
 from .schedules import WARMUP_FACTOR, make_schedule, warmup_epochs

@@ -20,6 +20,7 @@ import io
 import numpy as np
 
 from ..errors import InputError
+from .metrics import confusion
 
 IGNORE = 255
 
@@ -38,8 +39,7 @@ class SegScore:
         if len(target) and (target.max() >= self.n or target.min() < 0):
             raise InputError(f"mask label {int(target.max())} is not a class index "
                              f"(0..{self.n - 1}) nor {IGNORE}")
-        self.cm += np.bincount(target * self.n + pred, minlength=self.n ** 2).reshape(
-            self.n, self.n)
+        self.cm += confusion(pred, target, self.n)
 
     def result(self, classes: list[str]) -> dict:
         """``miou`` and ``pixel_acc`` in percent, ``per_class_iou`` (None: class absent)."""
