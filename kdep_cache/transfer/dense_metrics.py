@@ -10,6 +10,9 @@
   second implementation. VOC data is scored with the same COCO-style AP (the paper reports
   AP / AP50 / AP75 for VOC as well); VOC "difficult" objects are passed as ``iscrowd`` so
   they are neither required nor penalised.
+
+Both tasks' loaders yield ``(x, target, reasons)``; :func:`checked` stops at an undecodable
+image, in training and scoring alike.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import io
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
 from .metrics import confusion
 
 IGNORE = 255
@@ -90,3 +93,13 @@ def coco_ap(gt: list[dict], detections: list[dict], classes: list[str]) -> dict:
         ev.summarize()
     s = [float(v) * 100 if v >= 0 else float("nan") for v in ev.stats[:3]]
     return {"ap": s[0], "ap50": s[1], "ap75": s[2]}
+
+
+def checked(batches):
+    """Yield ``(x, target)`` of a dense loader's ``(x, target, reasons)`` batches; an
+    undecodable image stops with a one-line error."""
+    for x, y, reasons in batches:
+        bad = [r for r in reasons if r]
+        if bad:
+            raise ArtifactError(bad[0])
+        yield x, y
