@@ -48,7 +48,7 @@ from .objectives import (
 from .sources import Source, open_source
 from .syncbn import sync_batchnorm
 
-__all__ = ["TrainConfig", "default_precision", "size_warning", "train_student"]
+__all__ = ["TrainConfig", "size_warning", "train_student"]
 log = logging.getLogger(__name__)
 BASE_LR_512 = {"resnet": 0.3, "mobilenet": 0.1}  # paper recipe, at batch 512; others: 0.1
 SIZE_RATIO_WARN = 1.5  # student / teacher input size beyond which train-student warns
