@@ -31,7 +31,7 @@ def epochs_seconds(feed_for_epoch, epochs: int) -> list[dict]:
     out = []
     for e in range(epochs):
         with Probe() as p:
-            n = sum(len(b[0]) for b in feed_for_epoch(e))
+            n = sum(len(b.x) for b in feed_for_epoch(e))
         assert n > 0
         out.append({"epoch": e, "seconds": round(p.wall, 4), **p.info()})
     return out

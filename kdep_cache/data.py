@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,9 +26,44 @@ from .names import RENDER_DRAFT, RENDER_FULL, RENDER_GPU
 from .photometric import finish as finish_views
 
 
+class ViewItem(NamedTuple):
+    """One image's rendered views, as a dataset item (:func:`render_views`; the nvJPEG path's
+    :func:`kdep_cache.gpu_decode.read_item` holds a :class:`~kdep_cache.gpu_decode.Jpeg` in
+    ``views``)."""
+
+    id: int
+    views: torch.Tensor      # (K, 3, S, S): normalized float32, or uint8 still to finish
+    params: torch.Tensor     # (K, P) float64
+    ok: bool
+    reason: str              # why not ``ok`` ("" when ok)
+    ident: tuple             # (file size, file sha256): the bytes' content identity
+
+
+class ViewBatch(NamedTuple):
+    """A batch of :class:`ViewItem` (:class:`Collate`, ``gpu_decode.collate_bytes``)."""
+
+    ids: torch.Tensor            # (n,) int64
+    views: torch.Tensor | list   # (n, K, 3, S, S); a list of ``Jpeg`` for --decode gpu
+    params: torch.Tensor         # (n, K, P) float64
+    ok: torch.Tensor             # (n,) bool
+    reasons: list
+    file_size: torch.Tensor      # (n,) int64
+    file_sha256: torch.Tensor    # (n, 32) uint8
+
+
+def batch_of(items, views) -> ViewBatch:
+    """The :class:`ViewBatch` of ``items`` with ``views`` already stacked (or listed)."""
+    sizes = np.array([it.ident[0] for it in items], dtype=np.int64)
+    shas = np.frombuffer(b"".join(it.ident[1] for it in items), dtype=np.uint8).reshape(
+        len(items), -1)
+    return ViewBatch(torch.tensor([it.id for it in items]), views,
+                     torch.stack([it.params for it in items]),
+                     torch.tensor([it.ok for it in items]), [it.reason for it in items],
+                     torch.from_numpy(sizes), torch.from_numpy(shas.copy()))
+
+
 class ViewDataset(Dataset):
-    """Item ``j`` -> (image id, views (K,3,S,S) normalized, params (K,P), ok, reason,
-    (file size, file sha256)).
+    """Item ``j`` -> :class:`ViewItem` of image ``ids[j]``.
 
     ``params=None``: sample fresh parameters for ``views`` (view indices) from ``seed``;
     ``params`` given (N, K, P): replay the stored ones for ``views`` (K indices).
@@ -54,7 +90,7 @@ def render_views(images: ImageList, i: int, views, size: int, mean, std,
                  finish: bool = True):
     """Image ``i`` decoded once (once per JPEG draft factor), rendered at each of ``views``:
     stored ``params`` (K, P) replayed, or sampled from ``(seed, view, i)``.
-    -> (i, views, params, ok, reason, ident): views (K,3,S,S) normalized float32 when
+    -> :class:`ViewItem`: views (K,3,S,S) normalized float32 when
     ``finish``, else uint8 (the device part still to apply); ``ident`` = (size, sha256) of
     the file's bytes (the image's content identity)."""
     k = len(views)
@@ -69,10 +105,11 @@ def render_views(images: ImageList, i: int, views, size: int, mean, std,
         ps, x = _render_u8(path, bg, method, views, size, spec, seed, i, params)
     except BadImage as e:
         x = torch.zeros(k, 3, size, size, dtype=torch.float32 if finish else torch.uint8)
-        return (i, x, torch.zeros(k, N_PARAMS, dtype=torch.float64), False, str(e), ident)
+        return ViewItem(i, x, torch.zeros(k, N_PARAMS, dtype=torch.float64), False, str(e),
+                        ident)
     if finish:
         x = finish_views(x, ps, mean, std)
-    return i, x, torch.from_numpy(ps), True, "", ident
+    return ViewItem(i, x, torch.from_numpy(ps), True, "", ident)
 
 
 def _render_u8(path, bg, method, views, size, spec, seed, i, params):
@@ -129,25 +166,22 @@ def jpeg_header(path: Path) -> tuple[int, int, int] | None:
 
 
 class Collate:
-    """Batches ``(ids, views, params, ok, reasons, file sizes (n,) int64, file sha256 (n, 32)
-    uint8)``; with ``finish=(mean, std)`` the device part is applied here to the whole batch
-    (on the CPU, in the worker), else the views stay uint8 for the consumer's device."""
+    """:class:`ViewItem` s -> a :class:`ViewBatch`; with ``finish=(mean, std)`` the device
+    part is applied here to the whole batch (on the CPU, in the worker), else the views stay
+    uint8 for the consumer's device."""
 
     def __init__(self, finish: tuple | None = None):
         self.finish = finish
 
-    def __call__(self, batch):
-        ids, xs, ps, ok, reasons, idents = zip(*batch)
-        sizes = np.array([s for s, _ in idents], dtype=np.int64)
-        shas = np.frombuffer(b"".join(h for _, h in idents), dtype=np.uint8).reshape(len(ids),
-                                                                                    -1)
-        x, p = torch.stack(xs), torch.stack(ps)
+    def __call__(self, items) -> ViewBatch:
+        b = batch_of(items, torch.stack([it.views for it in items]))
+        x = b.views
         if self.finish is not None and x.dtype == torch.uint8:
-            b, k = x.shape[:2]
-            x = finish_views(x.flatten(0, 1), p.flatten(0, 1), *self.finish).view(
-                b, k, *x.shape[2:])
-        return (torch.tensor(ids), x, p, torch.tensor(ok), list(reasons),
-                torch.from_numpy(sizes), torch.from_numpy(shas.copy()))
+            n, k = x.shape[:2]
+            x = finish_views(x.flatten(0, 1), b.params.flatten(0, 1), *self.finish).view(
+                n, k, *x.shape[2:])
+            b = b._replace(views=x)
+        return b
 
 
 collate = Collate()  # views as the dataset made them

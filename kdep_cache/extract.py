@@ -214,11 +214,12 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
     logits = np.zeros((K, n, teacher.num_classes), dtype=dt) if cfg.save_logits else None
     post = np.zeros((K, n, teacher.dim), dtype=dt) if cfg.save_post else None
     skipped = []
-    for ids, x, p, ok, reasons, fsize, fsha in loader:
+    for batch in loader:
+        ids, x, p, ok, reasons = batch.ids, batch.views, batch.params, batch.ok, batch.reasons
         if gpu:  # nvJPEG decode + crop/resize/flip on the device; a file it fails is skipped
             x = render_batch(x, p, cfg.image_size, device).mark(ok, reasons)
         local = (ids - lo).numpy()
-        file_size[local], file_sha[local] = fsize.numpy(), fsha.numpy()
+        file_size[local], file_sha[local] = batch.file_size.numpy(), batch.file_sha256.numpy()
         for i, good, why in zip(ids.tolist(), ok.tolist(), reasons):
             if not good:
                 log.warning("skipping %s: %s", images.paths[i], why)

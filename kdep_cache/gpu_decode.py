@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import N_PARAMS, AugmentSpec, sample_params
+from .data import ViewBatch, ViewItem, batch_of, jpeg_header
 from .digest import file_identity
 from .errors import InputError
 from .names import RENDER_GPU
@@ -74,21 +75,20 @@ class Rendered(NamedTuple):
 
 def read_item(images, i: int, views, spec: AugmentSpec, seed: int, params=None):
     """Worker side: the file's bytes and each view's parameters (sampled on the oriented
-    size from the header). -> (i, Jpeg, params (K, P), ok, reason, ident)."""
-    from .data import jpeg_header
+    size from the header). -> :class:`ViewItem` with ``views`` a :class:`Jpeg`."""
     path = Path(images.root) / images.paths[i]
     why = images.problem(i)  # a FIFO, a device, a huge file: skipped unread (#23.3)
     ident = file_identity(path) if why is None else (-1, bytes(32))
     head = jpeg_header(path) if why is None else None
     if head is None:
-        return (i, Jpeg(torch.zeros(0, dtype=torch.uint8), 1, images.paths[i]),
-                torch.zeros(len(views), N_PARAMS, dtype=torch.float64), False,
-                why or "not a JPEG: --decode gpu reads JPEGs only", ident)
+        return ViewItem(i, Jpeg(torch.zeros(0, dtype=torch.uint8), 1, images.paths[i]),
+                        torch.zeros(len(views), N_PARAMS, dtype=torch.float64), False,
+                        why or "not a JPEG: --decode gpu reads JPEGs only", ident)
     data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
     if params is None:
         params = np.stack([sample_params(spec, seed, v, i, head[0], head[1]) for v in views])
-    return (i, Jpeg(data, head[2], images.paths[i]),
-            torch.from_numpy(np.asarray(params, dtype=np.float64)), True, "", ident)
+    return ViewItem(i, Jpeg(data, head[2], images.paths[i]),
+                    torch.from_numpy(np.asarray(params, dtype=np.float64)), True, "", ident)
 
 
 class GpuItems(Dataset):
@@ -104,13 +104,9 @@ class GpuItems(Dataset):
         return read_item(self.images, int(self.ids[j]), self.views, self.spec, self.seed)
 
 
-def collate_bytes(batch):
+def collate_bytes(items) -> ViewBatch:
     """Like :class:`kdep_cache.data.Collate`, with the views as a list of :class:`Jpeg`."""
-    ids, datas, ps, ok, reasons, idents = zip(*batch)
-    sizes = np.array([s for s, _ in idents], dtype=np.int64)
-    shas = np.frombuffer(b"".join(h for _, h in idents), dtype=np.uint8).reshape(len(ids), -1)
-    return (torch.tensor(ids), list(datas), torch.stack(ps), torch.tensor(ok), list(reasons),
-            torch.from_numpy(sizes), torch.from_numpy(shas.copy()))
+    return batch_of(items, [it.views for it in items])
 
 
 def _decode(datas: list, device) -> list:

@@ -9,13 +9,11 @@ compared; contents are re-hashed by ``verify``, not here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
-
 from . import shapes
-from .cache.schema import ARRAY_ATTR, MANIFEST
+from .cache.schema import MANIFEST
+from .cache.store import read_shard_attrs
 from .errors import ArtifactError
 from .fsio import read_json, sha256_file
 from .integrity import paths_fingerprint
@@ -23,11 +21,8 @@ from .names import CONFIG, IMAGES, PROJECTION_FILE, SIDECAR
 
 
 def h5_attrs(path: Path) -> dict:
-    try:
-        with h5py.File(path, "r") as f:
-            return json.loads(f.attrs[ARRAY_ATTR])
-    except (OSError, KeyError, ValueError, TypeError):
-        raise ArtifactError(f"{path} is not a kdep-cache HDF5 file") from None
+    """The attributes of any kdep-cache HDF5 file (:func:`read_shard_attrs`, its message)."""
+    return read_shard_attrs(path, "a kdep-cache HDF5 file", why=False)
 
 
 def manifest(d: Path | None) -> dict | None:

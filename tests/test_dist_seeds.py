@@ -32,10 +32,10 @@ def test_finetune_ranks_draw_different_crops(tmp_path, monkeypatch):
          "schedule": "step", "lr_step": None}
     draws = {}
 
-    def fake_train(net, objective, batches, *a, dist=None, **k):
+    def fake_train(net, objective, batches, optimizer, schedule, run, *a, **k):
         torch.manual_seed(999)  # whatever came before: batches() must seed
         b = batches(0)
-        draws[dist.rank] = torch.rand(8)  # the stream the transforms draw from next
+        draws[run.dist.rank] = torch.rand(8)  # the stream the transforms draw from next
         assert len(b) >= 1
         return [{"epoch": 1, "test_top1": 0.0, "loss": 0.0}]
 

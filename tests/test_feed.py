@@ -146,7 +146,8 @@ def test_draft_views_replay_bitwise_and_are_recorded(tmp_path, teacher_file):
     from kdep_cache.models import load_teacher
     teacher, _ = load_teacher("resnet18", teacher_file)
     for epoch in (0, 1, 2):
-        for x, t, _ in Feed(src, "features", 4, 0, 0, False).epoch(epoch):
+        for b in Feed(src, "features", 4, 0, 0, False).epoch(epoch):
+            x, t = b.x, b.target
             with torch.no_grad():
                 f = teacher(x)["pre"]
             assert torch.allclose(f, t, rtol=1e-4, atol=1e-4 * float(t.abs().max()))
@@ -155,7 +156,7 @@ def test_draft_views_replay_bitwise_and_are_recorded(tmp_path, teacher_file):
     got = ViewDataset(src.images, ids, [0], 32, src.mean, src.std, src.spec, 0,
                       params=ps[0][:6, None])
     for j in range(len(ids)):
-        assert torch.equal(ref[j][1], got[j][1])
+        assert torch.equal(ref[j].views, got[j].views)
 
 
 def test_old_format_cache_replays_as_it_was_written(tmp_path, teacher_file):
@@ -170,7 +171,8 @@ def test_old_format_cache_replays_as_it_was_written(tmp_path, teacher_file):
     assert src.spec.render == RENDER_FULL
     ps = src.cache.read("params", src.ids, view=1)
     feed = Feed(src, "features", 12, 0, 0, False)
-    ((x, _, _),) = list(feed.epoch(1))  # one batch: all 12 images, view 1
+    (b,) = list(feed.epoch(1))  # one batch: all 12 images, view 1
+    x = b.x
     ids = feed.order.ids()
     ref = torch.stack([normalize(render(load_rgb(Path(src.images.root) / src.images.paths[i]),
                                         ps[list(src.ids).index(i)], 32), src.mean, src.std)
@@ -240,8 +242,9 @@ def test_cuda_feed_prefetch_equals_the_cpu_feed(tmp_path, teacher_file):
         ref = list(Feed(src, "features", 4, 0, 0, False).epoch(epoch))
         got = list(Feed(src, "features", 4, 2, 0, True, device="cuda").epoch(epoch))
         assert len(got) == len(ref)
-        for (x, t, _), (xr, tr, _) in zip(got, ref):
-            assert x.is_cuda and (x.cpu() - xr).abs().max() <= 1e-5 and torch.equal(t.cpu(), tr)
+        for b, r in zip(got, ref):
+            assert b.x.is_cuda and (b.x.cpu() - r.x).abs().max() <= 1e-5
+            assert torch.equal(b.target.cpu(), r.target)
 
 
 @pytest.mark.cuda

@@ -62,7 +62,8 @@ def test_device_decode_crops_the_oriented_image(tmp_path, monkeypatch):
     cut from the oriented pixels (they were cut from the stored ones, outside the image)."""
     _nvjpeg_like(monkeypatch)
     names = [_oriented(tmp_path, o) for o in range(1, 9)]
-    ids, jpegs, p, ok, reasons, *_ = _items(tmp_path, names)
+    b = _items(tmp_path, names)
+    jpegs, p, ok = b.views, b.params, b.ok
     assert bool(ok.all())
     r = render_batch(jpegs, p, 16, "cpu")
     assert r.bad == {}
@@ -78,7 +79,8 @@ def test_one_undecodable_file_fails_alone_not_the_batch(tmp_path):
     names = [_oriented(tmp_path, 1, f"{c}.jpg") for c in "abc"]
     raw = (tmp_path / "b.jpg").read_bytes()
     (tmp_path / "b.jpg").write_bytes(raw[:raw.find(b"\xff\xda") + 20])  # header intact
-    ids, jpegs, p, ok, reasons, *_ = _items(tmp_path, names)
+    b = _items(tmp_path, names)
+    jpegs, p, ok, reasons = b.views, b.params, b.ok, b.reasons
     assert bool(ok.all())  # the header reads: only the decode can tell
     with pytest.raises(RuntimeError):
         torchvision.io.decode_jpeg([j.data for j in jpegs])  # the batch fails as a whole
@@ -93,7 +95,8 @@ def test_one_undecodable_file_fails_alone_not_the_batch(tmp_path):
 
 def test_a_file_decoding_to_another_size_than_its_header_is_refused(tmp_path):
     names = [_oriented(tmp_path, 1)]
-    ids, jpegs, p, ok, reasons, *_ = _items(tmp_path, names)
+    b = _items(tmp_path, names)
+    jpegs, p = b.views, b.params
     p[0, :, 4] += 8  # the views were sampled on a 32-row image
     r = render_batch(jpegs, p, 16, "cpu")
     assert list(r.bad) == [0] and "decodes to 24x32" in r.bad[0]
@@ -108,7 +111,8 @@ def test_cuda_decode_applies_exif_and_decodes_cmyk(tmp_path):
     cmyk.save(buf, "JPEG", quality=95)
     (tmp_path / "cmyk.jpg").write_bytes(buf.getvalue())
     names.append("cmyk.jpg")
-    ids, jpegs, p, ok, reasons, *_ = _items(tmp_path, names)
+    b = _items(tmp_path, names)
+    jpegs, p = b.views, b.params
     r = render_batch(jpegs, p, 16, "cuda")
     assert r.bad == {} and r.views.is_cuda
     for n, name in enumerate(names):

@@ -122,8 +122,8 @@ def test_an_epoch_without_a_step_is_one_line_and_no_checkpoint(data, tmp_path, m
     opt = loop.sgd(net.parameters(), 0.1, 0.9, 0.0)
     for batches in (lambda e: [], lambda e: iter(())):  # sized and unsized
         with pytest.raises(InputError, match="epoch 1 has no training step"):
-            loop.train(net, obj, batches, opt, loop.Schedule(2, 0.1), tmp_path, {},
-                       torch.device("cpu"), "fp32")
+            loop.train(net, obj, batches, opt, loop.Schedule(2, 0.1),
+                       loop.RunContext(tmp_path, {}, torch.device("cpu"), "fp32"))
     assert not (tmp_path / "checkpoint.pt").exists()
 
 

@@ -49,11 +49,12 @@ def test_replayed_view_is_bitwise_the_tensor_the_teacher_saw(pipe):
         eb = Feed(src, "targets", batch_size=5, workers=0, seed=0, pin=False).epoch(epoch)
         v = epoch % 3
         assert eb.view == v
-        for ids, x, *_ in eb.loader:
+        for b in eb.loader:
+            ids, x = b.ids, b.views
             # what extract rendered: parameters sampled from (seed, view, id) at extraction
             ref = ViewDataset(src.images, ids.numpy(), [v], s["image_size"], src.mean, src.std,
                               spec=src.spec, seed=s["seed"])
-            x_ref = torch.stack([ref[j][1][0] for j in range(len(ids))])
+            x_ref = torch.stack([ref[j].views[0] for j in range(len(ids))])
             assert torch.equal(x[:, 0], x_ref)
 
 
@@ -67,8 +68,9 @@ def test_persistent_workers_serve_every_epoch_identically(pipe):
         ref = list(Feed(src, "targets", 4, 0, 3, False).epoch(epoch))
         got = list(pooled.epoch(epoch))
         assert len(got) == len(ref) > 0
-        for (x, t, w), (xr, tr, wr) in zip(got, ref):
-            assert torch.equal(x, xr) and torch.equal(t, tr) and w == wr == 1.0
+        for b, r in zip(got, ref):
+            assert torch.equal(b.x, r.x) and torch.equal(b.target, r.target)
+            assert b.weight == r.weight == 1.0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -87,7 +89,8 @@ def test_cached_targets_equal_online_teacher_on_replayed_views(tmp_path, teacher
     src = open_source(str(tmp_path / "t"), None, None, "targets", None, 0)
     t_, n_ = proj.spec.pts_t, proj.spec.pts_n
     for epoch in (0, 7):
-        for x, t, _ in Feed(src, "targets", 6, 0, 0, False).epoch(epoch):
+        for b in Feed(src, "targets", 6, 0, 0, False).epoch(epoch):
+            x, t = b.x, b.target
             with torch.no_grad():
                 f = teacher(x)["pre"]
                 online = proj.apply_torch(f)

@@ -33,12 +33,15 @@ def write_shard(path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> dict:
             "content": arrays_sha(arrays), "arrays": {k: array_sha(a) for k, a in arrays.items()}}
 
 
-def read_shard_attrs(path: Path) -> dict:
+def read_shard_attrs(path: Path, what: str = "a readable kdep-cache shard",
+                     why: bool = True) -> dict:
+    """The JSON attributes of a kdep-cache HDF5 file (a shard, a projection); an unreadable
+    one: ``{path} is not {what}`` (``: {why}`` appended when ``why``)."""
     try:
         with h5py.File(path, "r") as f:
             return json.loads(f.attrs[ARRAY_ATTR])
     except (OSError, KeyError, ValueError, TypeError) as e:  # TypeError: attribute not a string
-        raise ArtifactError(f"{path} is not a readable kdep-cache shard: {e}") from None
+        raise ArtifactError(f"{path} is not {what}" + (f": {e}" if why else "")) from None
 
 
 def _stat(path: Path) -> tuple:

@@ -29,6 +29,7 @@ from ..identity import check_batch
 from ..names import RENDER_GPU
 from ..photometric import finish
 from .sources import Source
+from .step import TrainBatch
 
 
 class _Views(Dataset):
@@ -81,9 +82,8 @@ class _EpochOrder(Sampler):
 
 
 class Feed:
-    """``(x, target, weight)`` batches for every epoch of a run from one persistent
-    DataLoader; ``weight`` = this rank's share of the global batch x world size (1.0 in one
-    process)."""
+    """:class:`TrainBatch` es for every epoch of a run from one persistent DataLoader;
+    ``weight`` = this rank's share of the global batch x world size (1.0 in one process)."""
 
     def __init__(self, src: Source, needs: str, batch_size: int, workers: int | None, seed: int,
                  pin: bool, rank: int = 0, world: int = 1, device=None):
@@ -137,14 +137,15 @@ class EpochBatches:
     def _batches(self):
         src, v, needs, order = self.feed.src, self.view, self.feed.needs, self.feed.order
         sizes = [len(b) for b in order.global_batches()]
-        for n_global, (ids, x, p, ok, reasons, fsize, fsha) in zip(sizes, self.loader):
+        for n_global, b in zip(sizes, self.loader):
+            ids, ok = b.ids, b.ok
             if not bool(ok.all()):
                 bad = int(ids[~ok][0])
                 raise ArtifactError(f"image {src.images.paths[bad]} can no longer be decoded "
-                                    f"({reasons[int(np.flatnonzero(~ok.numpy())[0])]})")
+                                    f"({b.reasons[int(np.flatnonzero(~ok.numpy())[0])]})")
             idn = ids.numpy()
             if self.feed.identity:  # the bytes the workers decoded are the extracted ones
-                check_batch(src.images, idn, fsize.numpy(), fsha.numpy(),
+                check_batch(src.images, idn, b.file_size.numpy(), b.file_sha256.numpy(),
                             src.cache.read("file_size", idn), src.cache.read("file_sha256", idn),
                             "the cache was extracted from")
             if needs == "targets":
@@ -156,10 +157,12 @@ class EpochBatches:
             else:
                 t = torch.empty(0)
             w = len(idn) * order.world / n_global
+            x = b.views
             if isinstance(x, list):  # file bytes (--decode gpu)
-                yield x, t, w, p[:, 0]
-            else:
-                yield (x[:, 0], t, w) if x.dtype != torch.uint8 else (x[:, 0], t, w, p[:, 0])
+                yield TrainBatch(x, t, w, b.params[:, 0])
+            else:  # uint8 views still need the device part (its parameters come along)
+                yield TrainBatch(x[:, 0], t, w, b.params[:, 0] if x.dtype == torch.uint8
+                                 else None)
 
 
 def default_workers(device: torch.device, local_ranks: int = 1) -> int:
@@ -173,16 +176,17 @@ def default_workers(device: torch.device, local_ranks: int = 1) -> int:
 
 
 def prefetch(batches, device: torch.device, finish_fn):
-    """``(x uint8, target, weight, params)`` batches -> ``(x, target, weight)`` on ``device``:
+    """:class:`TrainBatch` es of uint8 views (or JPEG bytes) + their ``params`` -> finished
+    :class:`TrainBatch` es on ``device``:
     copied (non-blocking, from pinned memory) and finished by ``finish_fn(x, params)`` on a side
     CUDA stream, one batch ahead of the step that consumes it."""
     stream, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
 
-    def ready(b):
+    def ready(b: TrainBatch) -> TrainBatch:
         with torch.cuda.stream(stream):
-            x = finish_fn(b[0], b[3])
-            t = b[1].pin_memory().to(device, non_blocking=True)  # read from the cache: pageable
-        return x, t, b[2]
+            x = finish_fn(b.x, b.params)
+            t = b.target.pin_memory().to(device, non_blocking=True)  # from the cache: pageable
+        return TrainBatch(x, t, b.weight)
 
     it = iter(batches)
     nxt = next(it, None)
@@ -190,7 +194,7 @@ def prefetch(batches, device: torch.device, finish_fn):
     while nxt is not None:
         main.wait_stream(stream)
         cur = nxt
-        for a in cur[:2]:
+        for a in (cur.x, cur.target):
             a.record_stream(main)  # allocated on the side stream, used on the main one
         b = next(it, None)
         nxt = ready(b) if b is not None else None

@@ -1,5 +1,5 @@
 """The one training loop (distillation, baselines and fine-tuning differ only by objective,
-data and callbacks): per-iteration lr, finite-loss check, atomic per-epoch checkpoints,
+data, callbacks and, for detection, the step: :mod:`kdep_cache.train.step`): per-iteration lr, finite-loss check, atomic per-epoch checkpoints,
 exact resume, ``metrics.jsonl``."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from ..dist import Dist
 from ..errors import InputError, TrainingError
 from ..fsio import append_line
 from ..progress import Progress, duration
-from ..runtime import autocast
 from .checkpoint import (
     load_checkpoint,
     restore_rng,
@@ -30,9 +29,10 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .readback import Readback, Tally, readback_steps
+from .step import Step, StepModule, TrainBatch, objective_step
 
-__all__ = ["Schedule", "load_checkpoint", "mean_rate", "rewrite_metrics", "save_checkpoint",
-           "sgd", "train"]
+__all__ = ["RunContext", "Schedule", "TrainBatch", "load_checkpoint", "mean_rate",
+           "rewrite_metrics", "save_checkpoint", "sgd", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -57,48 +57,52 @@ class Schedule:
         return self.lr * 0.1 ** int(math.floor(t / step + 1e-9))
 
 
-class _Step(nn.Module):
-    """Student + objective as one module, so DistributedDataParallel syncs the gradients of
-    both (a 1x1-conv regressor learns too)."""
+@dataclass(frozen=True)
+class RunContext:
+    """What a run's loop needs besides the model, its data and its optimization: where it
+    writes (``out``: checkpoint + metrics.jsonl; ``settings``: what a resume must match), where
+    it computes, its progress label, torch.distributed, and ``compile``: the step runs
+    ``torch.compile(model)`` (same parameters; the plain ``model`` is what is checkpointed)."""
 
-    def __init__(self, model: nn.Module, objective: nn.Module, device, precision: str):
-        super().__init__()
-        self.model, self.objective, self.device, self.precision = model, objective, device, \
-            precision
-
-    def forward(self, x, target):
-        o = self.objective
-        with autocast(self.device, self.precision):
-            out = self.model(x, want_logits=o.want_logits, want_post=o.want_post)
-        return o(out, target)
+    out: Path
+    settings: dict
+    device: torch.device
+    precision: str
+    desc: str = "train"
+    dist: Dist | None = None
+    compile: bool = False
 
 
-def _wrap(step: _Step, dist: Dist, device) -> nn.Module:
+def _wrap(step: StepModule, dist: Dist, device) -> nn.Module:
     if not dist.enabled:
         return step
     from torch.nn.parallel import DistributedDataParallel as DDP
     # feature objectives leave the classifier head unused (DDP must be told)
+    o = step.objective
     return DDP(step, device_ids=[device.index] if device.type == "cuda" else None,
-               find_unused_parameters=not step.objective.want_logits)
+               find_unused_parameters=o is None or not o.want_logits)
 
 
 def train(model, objective, batches: Callable[[int], Iterable], optimizer, schedule: Schedule,
-          run_dir: Path, settings: dict, device, precision: str, start: dict | None = None,
-          on_epoch_end: Callable[[int], dict] | None = None, desc: str = "train",
-          dist: Dist | None = None, compile: bool = False) -> list[dict]:
-    """Train ``model`` for ``schedule.epochs``; ``batches(epoch)`` yields ``(x, target)`` or
-    ``(x, target, weight)`` (this rank's share of a global batch x world size). Under
-    torch.distributed only rank 0 writes the checkpoint and metrics and shows progress.
-    ``compile``: the step runs ``torch.compile(model)`` (same parameters; the plain ``model``
-    is what is checkpointed). ``start``: a checkpoint's state (the same on every rank)."""
-    dist = dist or Dist()
+          run: RunContext, start: dict | None = None,
+          on_epoch_end: Callable[[int], dict] | None = None, step: Step | None = None
+          ) -> list[dict]:
+    """Train ``model`` for ``schedule.epochs``; ``batches(epoch)`` yields :class:`TrainBatch`
+    es (or plain ``(x, target[, weight])`` tuples). ``step(model, batch) -> loss parts``: the
+    task's step (default :func:`objective_step`); ``objective`` (None: a step that needs none)
+    is trained and checkpointed with the model. Under torch.distributed only rank 0 writes the
+    checkpoint and metrics and shows progress. ``start``: a checkpoint's state (the same on
+    every rank)."""
+    run_dir, settings, device, precision = run.out, run.settings, run.device, run.precision
+    dist = run.dist or Dist()
     epoch0 = 0
     history: list[dict] = []
     # fp16 gradients underflow without loss scaling; a no-op for fp32 / bf16
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     if start is not None:
         model.load_state_dict(start["model"])
-        objective.load_state_dict(start["objective"])
+        if objective is not None:
+            objective.load_state_dict(start["objective"])
         optimizer.load_state_dict(start["optimizer"])
         if start.get("scaler"):
             scaler.load_state_dict(start["scaler"])
@@ -107,17 +111,19 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
         rngs = start.get("rng")  # absent in checkpoints written before they carried it
         if rngs and len(rngs) == dist.world_size:
             restore_rng(rngs[dist.rank], device)  # the same dropout masks as an unbroken run
-    step_fn = _wrap(_Step(torch.compile(model) if compile else model, objective, device,
-                          precision), dist, device)
+    step_fn = _wrap(StepModule(torch.compile(model) if run.compile else model, objective,
+                               step or objective_step(objective, device, precision)),
+                    dist, device)
     first = batches(epoch0)
     per_epoch = max(len(first), 1) if hasattr(first, "__len__") else 1
     if hasattr(first, "__len__") and len(first) == 0 and epoch0 < schedule.epochs:
         raise InputError(_no_step(epoch0, dist))
-    prog = Progress(schedule.epochs * per_epoch, "batch", desc, enabled=dist.main,
+    prog = Progress(schedule.epochs * per_epoch, "batch", run.desc, enabled=dist.main,
                     initial=epoch0 * per_epoch)
     for epoch in range(epoch0, schedule.epochs):
         model.train()
-        objective.train()
+        if objective is not None:
+            objective.train()
         t0 = time.perf_counter()
         it = first if epoch == epoch0 else batches(epoch)
         n_steps = max(len(it), 1) if hasattr(it, "__len__") else 1
@@ -132,19 +138,20 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
                 prog.update(len(rows), epoch=f"{epoch + 1}/{schedule.epochs}",
                             loss=f"{tally.mean('loss'):.4f}", lr=f"{lr_now:.3g}")
 
-        for step, batch in enumerate(it):
-            x, target = batch[0], batch[1]
-            weight = float(batch[2]) if len(batch) > 2 else 1.0
-            lr = schedule.lr_at(epoch + step / n_steps)
+        for i, batch in enumerate(it):
+            batch = batch if isinstance(batch, TrainBatch) else TrainBatch(*batch)
+            weight = float(batch.weight)
+            lr = schedule.lr_at(epoch + i / n_steps)
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)  # e.g. a new head at 10x
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            if objective.needs == "teacher":
+            x = batch.x.to(device, non_blocking=True).contiguous(
+                memory_format=torch.channels_last)
+            if objective is not None and objective.needs == "teacher":
                 target = objective.target(x)
             else:
-                target = target.to(device, non_blocking=True)
+                target = batch.target.to(device, non_blocking=True)
             with dist.implicit("train: DDP forward"):
-                parts = step_fn(x, target)
+                parts = step_fn(TrainBatch(x, target, weight))
             names = tally.names = sorted(parts)
             # global-batch means of the loss parts (and the image count), on every rank
             red = dist.all_reduce(torch.stack([parts[k].detach().float() * weight / dist.world_size
@@ -175,7 +182,8 @@ def train(model, objective, batches: Callable[[int], Iterable], optimizer, sched
         if dist.main:
             after_epoch(history)  # its threads (kept on resume); a hint when it ran slow
             save_checkpoint(run_dir, {"model": model.state_dict(), "objective":
-                                      objective.state_dict(), "optimizer": optimizer.state_dict(),
+                                      {} if objective is None else objective.state_dict(),
+                                      "optimizer": optimizer.state_dict(),
                                       "epoch": epoch + 1, "settings": json.dumps(settings),
                                       "history": json.dumps(history), "rng": rngs,
                                       "scaler": scaler.state_dict() if scaler.is_enabled() else {}})

@@ -34,7 +34,7 @@ from ..models import FeatureNet, build_student, save_safetensors
 from ..runtime import default_precision, prepare_model, resolve_device
 from .checkpoint import resume_state, settings_diffs, shared_start
 from .feed import Feed
-from .loop import Schedule, mean_rate, sgd, train
+from .loop import RunContext, Schedule, mean_rate, sgd, train
 from .objectives import (
     KDEP,
     NEEDS,
@@ -48,7 +48,7 @@ from .objectives import (
 from .sources import Source, open_source
 from .syncbn import sync_batchnorm
 
-__all__ = ["TrainConfig", "default_precision", "size_warning", "train_student"]
+__all__ = ["TrainConfig", "size_warning", "train_student"]
 log = logging.getLogger(__name__)
 BASE_LR_512 = {"resnet": 0.3, "mobilenet": 0.1}  # paper recipe, at batch 512; others: 0.1
 SIZE_RATIO_WARN = 1.5  # student / teacher input size beyond which train-student warns
@@ -143,9 +143,9 @@ def train_student(cfg: TrainConfig) -> dict:
         feed = Feed(src, NEEDS[cfg.objective], cfg.batch_size, workers, cfg.seed,
                     device.type == "cuda", d.rank, d.world_size, device=device)
         dropped = len(src.ids) - sum(len(b) for b in feed.order.global_batches())
-        history = train(net, objective, src.checked_epochs(feed.epoch), opt, schedule, out,
-                        settings, device,
-                        precision, start, desc=cfg.student, dist=d, compile=cfg.compile)
+        run = RunContext(out, settings, device, precision, cfg.student, d, cfg.compile)
+        history = train(net, objective, src.checked_epochs(feed.epoch), opt, schedule, run,
+                        start)
         secs = time.perf_counter() - t0
         if d.main:
             _save(out, cfg, src, net, n_classes, settings, history, warning)

@@ -12,10 +12,10 @@ import time
 import torch
 
 from ..errors import InputError
-from ..runtime import resolved_precision
-from ..train.loop import sgd, train
-from ..train.student import default_precision
+from ..runtime import default_precision, resolved_precision
+from ..train.loop import RunContext, TrainBatch, sgd, train
 from . import det, seg
+from .dense_metrics import checked
 from .finetune import start_state
 from .schedules import WARMUP_FACTOR, make_schedule, warmup_epochs
 
@@ -78,7 +78,7 @@ def protocol(cfg, student, size: int, source: str, device, n_train: int
 
 
 class _Epoch:
-    """One epoch's ``(x, target)`` batches (with a length, for the loop's progress bar)."""
+    """One epoch's :class:`TrainBatch` es (with a length, for the loop's progress bar)."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -87,7 +87,8 @@ class _Epoch:
         return len(self.loader)
 
     def __iter__(self):
-        yield from seg.checked(self.loader)
+        for x, y in checked(self.loader):
+            yield TrainBatch(x, y)
 
 
 def run_seeds(student, data, p: dict, settings: dict, cfg, out, device) -> list[dict]:
@@ -108,7 +109,7 @@ def _one_seed(student, data, p, settings, seed, cfg, run_dir, device) -> dict:
     size, root, k = p["image_size"], data.path, len(data.classes)
     if cfg.task == "segmentation":
         model = seg.SegNet(fnet.net, fnet.family, k + 1, cfg.seg_head)
-        objective = seg.PixelCE()
+        objective, step = seg.PixelCE(), None  # the default step: PixelCE(model(x), y)
 
         def batches(epoch):
             torch.manual_seed(seed * 1_000_003 + epoch)
@@ -121,7 +122,7 @@ def _one_seed(student, data, p, settings, seed, cfg, run_dir, device) -> dict:
     else:
         model = det.DetNet(det.build_detector(fnet.net, fnet.family, k, size, p["mean"],
                                               p["std"], pretrained=student.kind != "random"))
-        objective = det.DetLoss(model)
+        objective, step = None, det.step  # Faster R-CNN computes its own losses
 
         def batches(epoch):
             torch.manual_seed(seed * 1_000_003 + epoch)
@@ -135,10 +136,9 @@ def _one_seed(student, data, p, settings, seed, cfg, run_dir, device) -> dict:
     opt = sgd(params, p["lr"], p["momentum"], p["weight_decay"])
     warm = p.get("warmup_epochs", 0.0)
     schedule = make_schedule(p["schedule"], p["epochs"], p["lr"], cfg.lr_step, warm)
-    history = train(model, objective, batches, opt, schedule, run_dir, settings, device,
-                    p["precision"], start,
-                    on_epoch_end=lambda e: score() if e + 1 == p["epochs"] else {},
-                    desc=f"{cfg.task} seed {seed}")
+    run = RunContext(run_dir, settings, device, p["precision"], f"{cfg.task} seed {seed}")
+    history = train(model, objective, batches, opt, schedule, run, start,
+                    on_epoch_end=lambda e: score() if e + 1 == p["epochs"] else {}, step=step)
     last = history[-1]
     keep = ("epoch", "loss", "lr", "seconds", "images_per_s")
     return {"seed": seed, **{k: last[k] for k in KEYS[cfg.task]},

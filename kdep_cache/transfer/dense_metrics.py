@@ -10,6 +10,9 @@
   second implementation. VOC data is scored with the same COCO-style AP (the paper reports
   AP / AP50 / AP75 for VOC as well); VOC "difficult" objects are passed as ``iscrowd`` so
   they are neither required nor penalised.
+
+Both tasks' loaders yield ``(x, target, reasons)``; :func:`checked` stops at an undecodable
+image, in training and scoring alike.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import io
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
+from .metrics import confusion
 
 IGNORE = 255
 
@@ -38,8 +42,7 @@ class SegScore:
         if len(target) and (target.max() >= self.n or target.min() < 0):
             raise InputError(f"mask label {int(target.max())} is not a class index "
                              f"(0..{self.n - 1}) nor {IGNORE}")
-        self.cm += np.bincount(target * self.n + pred, minlength=self.n ** 2).reshape(
-            self.n, self.n)
+        self.cm += confusion(pred, target, self.n)
 
     def result(self, classes: list[str]) -> dict:
         """``miou`` and ``pixel_acc`` in percent, ``per_class_iou`` (None: class absent)."""
@@ -90,3 +93,13 @@ def coco_ap(gt: list[dict], detections: list[dict], classes: list[str]) -> dict:
         ev.summarize()
     s = [float(v) * 100 if v >= 0 else float("nan") for v in ev.stats[:3]]
     return {"ap": s[0], "ap50": s[1], "ap75": s[2]}
+
+
+def checked(batches):
+    """Yield ``(x, target)`` of a dense loader's ``(x, target, reasons)`` batches; an
+    undecodable image stops with a one-line error."""
+    for x, y, reasons in batches:
+        bad = [r for r in reasons if r]
+        if bad:
+            raise ArtifactError(bad[0])
+        yield x, y

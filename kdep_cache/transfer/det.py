@@ -16,10 +16,9 @@ through the shared loop and scored by COCO AP / AP50 / AP75 (pycocotools).
   for 512 RoIs through the 12544 x 1024 box head.
 - Training: horizontal flip; boxes marked difficult / iscrowd are left out of the loss and
   passed to the evaluator as ignored. SGD + multistep lr with warm-up, fp32.
-- The loop's contract is ``model(x) -> out`` then ``objective(out, target) -> loss``, but a
-  Faster R-CNN computes its losses inside ``forward`` from the targets. So :class:`DetNet`'s
-  forward only hands the images on, and :class:`DetLoss` (which holds the detector, outside its
-  own state_dict) calls it with the targets. Targets travel as one padded tensor
+- A Faster R-CNN computes its losses inside ``forward`` from the targets, so detection
+  gives the loop its own :func:`step` (no objective): the detector called with the images and
+  targets, its RPN and box-head losses summed. Targets travel as one padded tensor
   ``B x N x 5`` (label, x1, y1, x2, y2; label 0 = padding).
 """
 
@@ -39,7 +38,6 @@ from tqdm import tqdm
 
 from ..errors import ArtifactError
 from ..images import BadImage, load_rgb
-from ..train.objectives import Objective
 from .dense_metrics import coco_ap
 
 ANCHORS = (32, 64, 128, 256, 512)
@@ -99,28 +97,19 @@ class DetNet(nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, x, want_logits: bool = False, want_post: bool = False):
-        return {"images": x}
+    def forward(self, images, targets=None):
+        return self.detector(images, targets)
 
 
-class DetLoss(Objective):
-    """Sum of Faster R-CNN's RPN and box-head losses for the padded targets."""
-
-    needs = "labels"
-
-    def __init__(self, net: DetNet):
-        super().__init__(1.0)
-        self._net = [net]  # a list: outside parameters() and state_dict()
-
-    def forward(self, out, target):
-        images = [im for im in out["images"]]
-        targets = []
-        for t in target:
-            keep = t[:, 0] > 0
-            targets.append({"labels": t[keep, 0].long(), "boxes": t[keep, 1:].float()})
-        parts = self._net[0].detector(images, targets)
-        loss = sum(parts.values())
-        return {"loss": loss, **parts}
+def step(net: DetNet, batch) -> dict:
+    """The loop's step: the sum of Faster R-CNN's RPN and box-head losses for the padded
+    targets (``batch.target``, B x N x 5), with each part."""
+    targets = []
+    for t in batch.target:
+        keep = t[:, 0] > 0
+        targets.append({"labels": t[keep, 0].long(), "boxes": t[keep, 1:].float()})
+    parts = net(list(batch.x), targets)
+    return {"loss": sum(parts.values()), **parts}
 
 
 class Letterboxed(NamedTuple):

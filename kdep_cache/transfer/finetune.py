@@ -16,7 +16,7 @@ from ..models import FeatureNet
 from ..names import METRICS
 from ..runtime import autocast, prepare_model
 from ..train.checkpoint import shared_start
-from ..train.loop import Schedule, load_checkpoint, rewrite_metrics, sgd, train
+from ..train.loop import RunContext, Schedule, load_checkpoint, rewrite_metrics, sgd, train
 from ..train.objectives import Supervised
 from .data import Batches, Downstream, test_transform, train_transform
 from .metrics import scores
@@ -99,10 +99,9 @@ def finetune(net: FeatureNet, data: Downstream, run_dir: Path, settings: dict, s
     objective = Supervised(1.0).to(device)
     opt = sgd(net.parameters(), p["lr"], p["momentum"], p["weight_decay"])
     schedule = Schedule(p["epochs"], p["lr"], p["schedule"], p["lr_step"])
-    history = train(net, objective, batches, opt, schedule, run_dir, settings, device, precision,
-                    start, on_epoch_end=lambda e: evaluate(net, test, device, precision,
-                                                   data.classes),
-                    desc=f"finetune seed {seed}", dist=dist)
+    run = RunContext(run_dir, settings, device, precision, f"finetune seed {seed}", dist)
+    history = train(net, objective, batches, opt, schedule, run, start,
+                    on_epoch_end=lambda e: evaluate(net, test, device, precision, data.classes))
     return {"seed": seed, **summarize(history), "history": [
         {k: r.get(k) for k in ("epoch", "loss", "acc", "lr", "test_top1", "test_balanced",
                                "seconds")}

@@ -26,11 +26,11 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
-from ..errors import ArtifactError, InputError
+from ..errors import InputError
 from ..images import BadImage, load_rgb
 from ..names import SEG_HEADS
 from ..train.objectives import Objective
-from .dense_metrics import IGNORE, SegScore
+from .dense_metrics import IGNORE, SegScore, checked
 
 HEADS = SEG_HEADS
 SCALE_RANGE = (0.5, 2.0)
@@ -198,15 +198,6 @@ def loader(root, samples, mean, std, crop, batch_size, workers, shuffle, seed):
                       shuffle=shuffle, num_workers=workers,
                       drop_last=shuffle and _drop_last(n, batch_size),
                       generator=torch.Generator().manual_seed(seed))
-
-
-def checked(batches):
-    """Yield ``(x, y)``; an undecodable image stops with a one-line error."""
-    for x, y, reasons in batches:
-        bad = [r for r in reasons if r]
-        if bad:
-            raise ArtifactError(bad[0])
-        yield x, y
 
 
 @torch.no_grad()
