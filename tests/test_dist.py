@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -42,12 +43,23 @@ def _env(**kw) -> dict:
     return {**env, "KDEP_DIST_TIMEOUT": "60", **kw}
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def torchrun(*args, nproc=2, extra=(), timeout=300, check=True, **popen):
     cmd = [TORCHRUN, *extra, "--nproc-per-node", str(nproc), "--no-python", KDEP, *map(str, args)]
     if not extra:
         cmd[1:1] = ["--standalone"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(),
                        **popen)
+    if check and r.returncode != 0 and TEARDOWN_ABORT in r.stderr:
+        # Known, not fixed yet: now and then (1 in ~6 CI runs) a rank that finished its work
+        # aborts in gloo's C++ teardown at interpreter exit (SIGABRT, "terminate called without
+        # an active exception"; cf. pytorch/pytorch PR 179291). Rerun once (every stage resumes
+        # or finds its output complete) and say so; a second abort fails the test.
+        warnings.warn(f"torchrun {args[0]}: a rank aborted at teardown; reran once", stacklevel=2)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(),
+                           **popen)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
