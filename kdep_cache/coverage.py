@@ -118,11 +118,11 @@ def coverage(cache: str | Path, downstream: str | Path, dim: int | None = None,
 
 
 def _own_images(store: Store) -> ImageList | None:
-    from .fsio import read_json
-    from .names import IMAGES
-    doc = read_json(store.dir / IMAGES)
-    present = [p for p in doc["paths"] if (Path(doc["root"]) / p).is_file()]
-    return ImageList(doc["root"], present, [-1] * len(present)) if present else None
+    """The cache's images that are still on disk, from its fingerprint-checked image list."""
+    from .integrity import read_image_list
+    il = read_image_list(store.dir, store.manifest["settings"])
+    present = [p for p in il.paths if (Path(il.root) / p).is_file()]
+    return ImageList(il.root, present, [-1] * len(present)) if present else None
 
 
 def headline(r: dict) -> str:
