@@ -134,7 +134,7 @@ def environment() -> dict:
 
 def pick_files(data: Path, n: int) -> list[str]:
     """``n`` images spread evenly over the sorted listing (so over all classes)."""
-    from kdep_cache.images import scan_images
+    from kdep_cache.views.images import scan_images
     paths = scan_images(data).paths
     if n > len(paths):
         raise SystemExit(f"--images {n}: only {len(paths)} images under {data}")

@@ -88,7 +88,7 @@ def bench_model(name: str, a) -> dict:
 def bench_fit(a) -> dict:
     """fit-svd's costs at D=2048: one rank streaming ``rows`` float64 rows into the moments,
     vs one all-reduce of those moments (D x D float64) between the ranks."""
-    from kdep_cache.pca import Moments
+    from kdep_cache.fit.moments import Moments
     d, rows = 2048, a.fit_rows
     x = np.random.default_rng(0).standard_normal((rows, d)).astype(np.float16)
     with threadpool_limits(1, user_api="blas"):

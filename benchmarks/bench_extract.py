@@ -4,7 +4,7 @@ For each teacher (default: EfficientNet-Lite0 = the real ImageNet teacher, and a
 torchvision ResNet-50 = the paper's architecture) the script alternates, for ``--rounds``
 rounds, between
 
-* ``extract``: the library's :func:`kdep_cache.extract.extract` (DataLoader workers decode
+* ``extract``: the library's :func:`kdep_cache.extract.run.extract` (DataLoader workers decode
   and augment K views of each JPEG, the teacher runs in fixed chunks, one shard written)
   on ``--images`` CIFAR-10 JPEGs; its throughput is the loop time the library reports
   (``summary["seconds"]``: loader start-up, decoding, forwards, shard write); the wall time
@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def bare_inputs(data: Path, file_list: Path, args, norm: str) -> list[torch.Tensor]:
     """The extract's exact input, decoded once: fixed chunks of (chunk, 3, S, S) views."""
-    from kdep_cache.augment import AugmentSpec
-    from kdep_cache.data import ViewDataset
-    from kdep_cache.images import scan_images
     from kdep_cache.models.registry import NORMALIZATIONS
+    from kdep_cache.views.augment import AugmentSpec
+    from kdep_cache.views.datasets import ViewDataset
+    from kdep_cache.views.images import scan_images
     images = scan_images(data, file_list)
     mean, std = NORMALIZATIONS[norm]
     ds = ViewDataset(images, np.arange(len(images)), range(args.views), args.image_size, mean,
@@ -71,7 +71,7 @@ def bare_forward(teacher, chunks, n_views: int) -> tuple[float, np.ndarray]:
 
 
 def run_extract(data, file_list, out: Path, teacher: str, weights, args) -> tuple[dict, float]:
-    from kdep_cache.extract import ExtractConfig, extract
+    from kdep_cache.extract.run import ExtractConfig, extract
     shutil.rmtree(out, ignore_errors=True)
     cfg = ExtractConfig(data=str(data), teacher=teacher, teacher_weights=weights, out=str(out),
                         views=args.views, image_size=args.image_size, batch_size=args.batch_size,
@@ -105,7 +105,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from kdep_cache.models import load_teacher
-    from kdep_cache.runtime import prepare_model
+    from kdep_cache.runtime.device import prepare_model
 
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)

@@ -41,9 +41,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Session, add_quiet_args  # noqa: E402
 
-from kdep_cache.augment import AugmentSpec, crop_resize, draft_factor, sample_params  # noqa: E402
-from kdep_cache.images import load_rgb  # noqa: E402
-from kdep_cache.photometric import finish  # noqa: E402
+from kdep_cache.views.augment import AugmentSpec, crop_resize, draft_factor, sample_params  # noqa: E402
+from kdep_cache.views.images import load_rgb  # noqa: E402
+from kdep_cache.views.photometric import finish  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PHOTOS = "/usr/share/backgrounds/mate"
@@ -142,9 +142,9 @@ def gpu_part(args) -> dict:
 
     import torchvision
 
-    from kdep_cache.extract import ExtractConfig, extract
-    from kdep_cache.fitsvd import FitConfig, fit_svd
-    from kdep_cache.runtime import default_precision, prepare_model
+    from kdep_cache.extract.run import ExtractConfig, extract
+    from kdep_cache.fit.run import FitConfig, fit_svd
+    from kdep_cache.runtime.device import default_precision, prepare_model
     from kdep_cache.train.loop import Schedule, sgd, train
     from kdep_cache.train.objectives import KDEP
     from kdep_cache.train.student import TrainConfig, _build, train_student

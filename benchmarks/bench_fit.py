@@ -4,7 +4,7 @@ A synthetic raw cache (``--images`` x ``--views`` x ``--dim`` float16, shards of
 ``--shard-size`` images; features = low-rank signal + noise, so the spectrum decays like a
 real teacher's) is written once to ``--scratch``. Then, for ``--rounds`` interleaved rounds:
 
-* ``fit``: the whole :func:`kdep_cache.fitsvd.fit_svd` (streaming moments over the fitted
+* ``fit``: the whole :func:`kdep_cache.fit.run.fit_svd` (streaming moments over the fitted
   views, eigendecomposition, projection file, aligned targets for every view, manifest)
   into a fresh output directory, timed as the wall time of the call;
 * ``read``: open the cache with :class:`Store` and read every shard and every view once,
@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def make_cache(out: Path, images: int, views: int, dim: int, shard_size: int, rank: int,
                seed: int = 0) -> Path:
     """A complete raw cache of synthetic float16 features (the library's own writers)."""
-    from kdep_cache.augment import N_PARAMS, PARAM_FIELDS
     from kdep_cache.cache.manifest import finalize_store, load_or_init_config, record_shard
     from kdep_cache.cache.schema import MANIFEST, RAW, shard_name
     from kdep_cache.cache.store import write_shard
+    from kdep_cache.views.augment import N_PARAMS, PARAM_FIELDS
     key = {"images": images, "views": views, "dim": dim, "shard_size": shard_size,
            "rank": rank, "seed": seed}
     stamp = out / "bench-key.json"
@@ -96,7 +96,7 @@ def read_once(cache: Path) -> tuple[float, int]:
 
 
 def run_fit(cache: Path, out: Path, args) -> tuple[float, dict]:
-    from kdep_cache.fitsvd import FitConfig, fit_svd
+    from kdep_cache.fit.run import FitConfig, fit_svd
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     summary = fit_svd(FitConfig(cache=str(cache), out=str(out), dim=args.target_dim,
@@ -106,10 +106,10 @@ def run_fit(cache: Path, out: Path, args) -> tuple[float, dict]:
 
 def breakdown(cache: Path, out: Path, args) -> dict:
     """Time the parts of fit_svd one by one (same calls the library makes, in order)."""
-    from kdep_cache.align import AlignSpec, fit_projection
     from kdep_cache.cache.schema import RAW
     from kdep_cache.cache.store import Store
-    from kdep_cache.fitsvd import _write_targets, accumulate, parse_views
+    from kdep_cache.fit.align import AlignSpec, fit_projection
+    from kdep_cache.fit.run import _write_targets, accumulate, parse_views
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     st = Store(cache, RAW)
@@ -170,7 +170,7 @@ def main() -> None:
 
     from kdep_cache.cache.schema import RAW
     from kdep_cache.cache.store import Store
-    from kdep_cache.fitsvd import accumulate, parse_views
+    from kdep_cache.fit.run import accumulate, parse_views
     st = Store(cache, RAW)  # the covariance fit_svd decomposes, for the standalone eigh
     cov = accumulate(st, parse_views(args.fit_views, st.views)).cov
     st.close()

@@ -48,8 +48,8 @@ def main() -> None:
     add_quiet_args(ap)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loader.json"))
     a = ap.parse_args()
-    from kdep_cache.extract import ExtractConfig, extract
-    from kdep_cache.fitsvd import FitConfig, fit_svd
+    from kdep_cache.extract.run import ExtractConfig, extract
+    from kdep_cache.fit.run import FitConfig, fit_svd
     from kdep_cache.train.feed import Feed
     from kdep_cache.train.sources import open_source
     scratch = Path(tempfile.mkdtemp(prefix="kdep-bench-loader-"))

@@ -51,8 +51,8 @@ PERF_LIMITS_RATIO = {112: 1.78, 64: round((1 / 297 + 1 / 202) / (1 / 202), 2)}
 def prepare(size: int, data: Path, file_list: Path, teacher_file: Path, scratch: Path,
             args) -> dict:
     """Extract (K views) + fit-svd for ``size``; both timed (they enter the whole-job view)."""
-    from kdep_cache.extract import ExtractConfig, extract
-    from kdep_cache.fitsvd import FitConfig, fit_svd
+    from kdep_cache.extract.run import ExtractConfig, extract
+    from kdep_cache.fit.run import FitConfig, fit_svd
     cache, targets = scratch / f"cache-{size}", scratch / f"targets-{size}"
     shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(targets, ignore_errors=True)
@@ -157,7 +157,7 @@ def main() -> None:
     import torchvision
 
     from kdep_cache.models import FeatureNet, build_student, load_teacher
-    from kdep_cache.runtime import prepare_model
+    from kdep_cache.runtime.device import prepare_model
 
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CLI = "import sys; from kdep_cache.cli import main; main(prog_name='kdep-cache')"
-IMPORTS = ("import torch, torchvision, h5py, kdep_cache.extract, kdep_cache.fitsvd, "
+IMPORTS = ("import torch, torchvision, h5py, kdep_cache.extract.run, kdep_cache.fit.run, "
            "kdep_cache.train.student")
 
 

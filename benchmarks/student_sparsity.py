@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from kdep_cache.cache import TARGETS, Store
-from kdep_cache.transfer.data import FolderDataset, open_downstream, test_transform
-from kdep_cache.transfer.linear import extract_features
+from kdep_cache.transfer.classification.data import FolderDataset, open_downstream, test_transform
+from kdep_cache.transfer.classification.linear import extract_features
 from kdep_cache.transfer.students import resolve_student
 
 ROWS = {"CS-var-s0": "targets-cs-var-none", "interpolation-s0": "targets-interp-none",

@@ -92,7 +92,7 @@ def _voc_xml(stem: str, w: int, h: int, objs) -> str:
 def build(objects: dict[str, list[Path]], backgrounds: list[Path], out: Path, layout: str,
           n_train: int = 8, n_val: int = 4, seed: int = 0, category_ids=None) -> dict:
     """Write the set into ``out`` (replaced); returns ``{split: [{file, size, objects}]}``."""
-    from kdep_cache.transfer.layouts import VOC_CLASSES
+    from kdep_cache.transfer.dense.layouts import VOC_CLASSES
     rng = random.Random(seed)
     classes = list(objects)
     ids = list(category_ids or range(1, len(classes) + 1))

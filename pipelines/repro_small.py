@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kdep_cache.augment import AugmentSpec
-from kdep_cache.extract import ExtractConfig, extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
+from kdep_cache.extract.run import ExtractConfig, extract
+from kdep_cache.fit.run import FitConfig, fit_svd
 from kdep_cache.train.student import TrainConfig, train_student
 from kdep_cache.transfer.compare import build_table, load_result, to_markdown
 from kdep_cache.transfer.run import TransferConfig, transfer
+from kdep_cache.views.augment import AugmentSpec
 
 HERE = Path(__file__).resolve().parent
 TIMES: dict[str, float] = {}  # step -> seconds of the invocation that did the work

@@ -44,7 +44,7 @@ def images(tmp_path) -> Path:
 
 
 def extract_cfg(data, out, teacher_file, **kw):
-    from kdep_cache.extract import ExtractConfig
+    from kdep_cache.extract.run import ExtractConfig
     base = dict(data=str(data), teacher="resnet18", teacher_weights=teacher_file, out=str(out),
                 views=2, image_size=32, batch_size=4, workers=0, device="cpu", shard_size=5)
     base.update(kw)
@@ -53,10 +53,10 @@ def extract_cfg(data, out, teacher_file, **kw):
 
 def make_fake_cache(out: Path, feats: np.ndarray, shard_size: int, labels=None) -> Path:
     """A raw cache whose features are given (K, N, D) — for testing fit-svd in isolation."""
-    from kdep_cache.augment import N_PARAMS, PARAM_FIELDS
     from kdep_cache.cache.manifest import finalize_store, load_or_init_config, record_shard
     from kdep_cache.cache.schema import RAW, shard_name
     from kdep_cache.cache.store import write_shard
+    from kdep_cache.views.augment import N_PARAMS, PARAM_FIELDS
     k, n, d = feats.shape
     out.mkdir(parents=True, exist_ok=True)
     settings = {"format": RAW, "teacher": {"name": "synthetic", "dim": d, "norm": "imagenet",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-import kdep_cache.cli_transfer  # noqa: F401  (registers transfer/compare)
+import kdep_cache.cli.transfer  # noqa: F401  (registers transfer/compare)
 from kdep_cache.cli import main
 
 HERE = Path(__file__).parent

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from kdep_cache.digest import weights_sha
-from kdep_cache.integrity import SIDECAR_VERSION, STUDENT_FIELDS, student_fingerprint
+from kdep_cache.cache.sidecar import SIDECAR_VERSION, STUDENT_FIELDS, student_fingerprint
+from kdep_cache.storage.digest import weights_sha
 
 
 def signed(side: dict, state_dict: dict) -> dict:

@@ -103,7 +103,7 @@ def test_bad_numeric_value_is_a_clean_refusal(tmp_path, deadline, cmd, opt, narg
 @pytest.fixture(scope="module")
 def real(tmp_path_factory, teacher_file):
     """Tiny real inputs of every command: images, a raw cache, a student run."""
-    from kdep_cache.extract import extract
+    from kdep_cache.extract.run import extract
     from kdep_cache.train.student import TrainConfig, train_student
     d = tmp_path_factory.mktemp("adversary")
     shutil.copytree(HERE / "data" / "cifar", d / "images")

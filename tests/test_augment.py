@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdep_cache.augment import PARAM_FIELDS, AugmentSpec, render, sample_params
+from kdep_cache.views.augment import PARAM_FIELDS, AugmentSpec, render, sample_params
 
 
 def test_params_are_a_pure_function_of_seed_view_id():

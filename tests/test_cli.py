@@ -160,7 +160,7 @@ def test_checks_take_plain_values_for_library_configs():
 
 def test_choice_lists_are_the_registries():
     """The CLI offers exactly what the library accepts (names.py is the one definition)."""
-    from kdep_cache import align
+    from kdep_cache.fit import align
     from kdep_cache.models import registry
     from kdep_cache.train import objectives
     assert tuple(objectives.OBJECTIVES) == names.OBJECTIVES
@@ -196,17 +196,17 @@ def test_train_student_help_texts():
      "kdep-cache fit-svd --cache {d}/store --dim 8 --out {d}/t"),
 ])
 def test_ctrl_c_prints_the_exact_resume_command(dirs, monkeypatch, argv, expect):
-    import kdep_cache.extract
-    import kdep_cache.fitcheck
-    import kdep_cache.fitsvd
+    import kdep_cache.extract.run
+    import kdep_cache.fit.checks
+    import kdep_cache.fit.run
     import kdep_cache.train.student
 
     def interrupted(cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(kdep_cache.fitcheck, "precheck", lambda opts: None)  # store is empty
+    monkeypatch.setattr(kdep_cache.fit.checks, "precheck", lambda opts: None)  # store is empty
 
-    for mod, fn in ((kdep_cache.extract, "extract"), (kdep_cache.fitsvd, "fit_svd"),
+    for mod, fn in ((kdep_cache.extract.run, "extract"), (kdep_cache.fit.run, "fit_svd"),
                     (kdep_cache.train.student, "train_student")):
         monkeypatch.setattr(mod, fn, interrupted)
     args = [a.format(d=dirs) for a in argv]

@@ -19,9 +19,9 @@ from conftest import extract_cfg
 from PIL import Image
 
 from kdep_cache.cli import main
-from kdep_cache.coverage import mean_shift, variance_kept
+from kdep_cache.diagnose.coverage import mean_shift, variance_kept
 from kdep_cache.errors import InputError
-from kdep_cache.extract import extract
+from kdep_cache.extract.run import extract
 from kdep_cache.models.from_cache import load_cache_teacher
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cifar10-mini"

@@ -6,8 +6,8 @@ import logging
 import pytest
 import torch
 
-from kdep_cache import cpu_share
-from kdep_cache.cpu_share import (
+from kdep_cache.runtime import cpu_share
+from kdep_cache.runtime.cpu_share import (
     WORKER_SHARE,
     after_epoch,
     apply_cpu_defaults,

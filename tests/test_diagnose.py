@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from conftest import extract_cfg, make_fake_cache
 from PIL import Image
 
-from kdep_cache.align import NULL_RTOL
-from kdep_cache.cli_diagnose import diagnose as diagnose_cmd
-from kdep_cache.diagnose import REPORT, diagnose
+from kdep_cache.cli.diagnose import diagnose as diagnose_cmd
+from kdep_cache.diagnose.report import REPORT, diagnose
 from kdep_cache.errors import ArtifactError, InputError, LineageError
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.align import NULL_RTOL
+from kdep_cache.fit.run import FitConfig, fit_svd
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torchvision
 
-from kdep_cache.fsio import lock_holder_alive
+from kdep_cache.storage.fsio import lock_holder_alive
 
 pytestmark = pytest.mark.slow
 CIFAR = Path(__file__).parent / "data" / "cifar"

@@ -3,7 +3,7 @@ one DistError line; any other error of this rank stays what it is."""
 
 import pytest
 
-from kdep_cache.dist import Dist, DistError
+from kdep_cache.runtime.dist import Dist, DistError
 
 GLOO = ("[../third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
         "[127.0.0.1]:16585: Connection reset by peer")
@@ -61,7 +61,7 @@ def test_sigterm_from_torchrun_is_the_one_line(monkeypatch):
     import os
     import signal
 
-    from kdep_cache.dist import stop_on_sigterm
+    from kdep_cache.runtime.dist import stop_on_sigterm
     old = signal.getsignal(signal.SIGTERM)
     try:
         stop_on_sigterm(1)

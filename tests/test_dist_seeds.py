@@ -8,10 +8,10 @@ import shutil
 import torch
 from conftest import HERE
 
-from kdep_cache.dist import Dist, rank_seed
 from kdep_cache.models import FeatureNet, build_student
-from kdep_cache.transfer import finetune as ft
-from kdep_cache.transfer.data import open_downstream
+from kdep_cache.runtime.dist import Dist, rank_seed
+from kdep_cache.transfer.classification import finetune as ft
+from kdep_cache.transfer.classification.data import open_downstream
 
 
 def test_rank_seed_keeps_rank_0_and_separates_the_others():

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from conftest import extract_cfg
 from ecosystem_models import HF_MEAN, HF_STD, hf_folder, timm_weights
 
-from kdep_cache.augment import normalize, render
 from kdep_cache.cache import RAW, Store
 from kdep_cache.errors import ArtifactError, InputError
-from kdep_cache.images import ImageList, load_rgb
 from kdep_cache.models import FeatureNet, build_student, load_teacher, normalization, student_width
 from kdep_cache.models.weights import load_state_dict_file, save_safetensors
 from kdep_cache.names import RESULTS, SIDECAR, STUDENT_FILE, STUDENT_SAFETENSORS
+from kdep_cache.views.augment import normalize, render
+from kdep_cache.views.images import ImageList, load_rgb
 
 timm = pytest.importorskip("timm")
 
@@ -295,7 +295,7 @@ def test_end_to_end_hf_and_timm_teachers_timm_and_torchvision_students(images, t
     import torchvision
     from safetensors.torch import load_file
 
-    from kdep_cache.fitsvd import FitConfig, fit_svd
+    from kdep_cache.fit.run import FitConfig, fit_svd
     from kdep_cache.train.student import TrainConfig, train_student
     pytest.importorskip("transformers")
     _, d = hf_folder("dinov2-wide", tdir)
@@ -422,7 +422,7 @@ def test_cli_bad_teacher_is_one_line(images, tmp_path):
 
 
 def extract(cfg):
-    from kdep_cache.extract import extract as run
+    from kdep_cache.extract.run import extract as run
     return run(cfg)
 
 

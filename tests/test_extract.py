@@ -10,14 +10,14 @@ import torch
 from click.testing import CliRunner
 from conftest import extract_cfg
 
-from kdep_cache.augment import normalize, render
 from kdep_cache.cache import RAW, Store
 from kdep_cache.cli import main
 from kdep_cache.errors import ArtifactError, InputError
-from kdep_cache.extract import extract
-from kdep_cache.images import ImageList, load_rgb
+from kdep_cache.extract.run import extract
 from kdep_cache.models import load_teacher
 from kdep_cache.models.registry import NORMALIZATIONS
+from kdep_cache.views.augment import normalize, render
+from kdep_cache.views.images import ImageList, load_rgb
 
 
 def _contents(d: Path) -> dict:
@@ -171,7 +171,7 @@ def test_ranks_write_disjoint_shards_of_one_cache(images, tmp_path, teacher_file
 def test_a_run_that_fails_before_its_first_shard_leaves_out_reusable(images, tmp_path,
                                                                       teacher_file, monkeypatch):
     """#23.4: config.json / images.json of a run that wrote no shard do not lock --out."""
-    from kdep_cache import extract as ex
+    from kdep_cache.extract import run as ex
     out = tmp_path / "c"
 
     def oom(*a, **k):

@@ -12,7 +12,12 @@ import torch
 from conftest import HERE, extract_cfg
 from PIL import Image
 
-from kdep_cache.augment import (
+from kdep_cache.errors import ArtifactError, InputError
+from kdep_cache.extract.run import extract
+from kdep_cache.names import RENDER_DRAFT, RENDER_FULL
+from kdep_cache.train.feed import Feed
+from kdep_cache.train.sources import open_source
+from kdep_cache.views.augment import (
     AugmentSpec,
     crop_resize,
     draft_factor,
@@ -20,14 +25,9 @@ from kdep_cache.augment import (
     render,
     sample_params,
 )
-from kdep_cache.data import ViewDataset
-from kdep_cache.errors import ArtifactError, InputError
-from kdep_cache.extract import extract
-from kdep_cache.images import load_rgb
-from kdep_cache.names import RENDER_DRAFT, RENDER_FULL
-from kdep_cache.photometric import finish
-from kdep_cache.train.feed import Feed
-from kdep_cache.train.sources import open_source
+from kdep_cache.views.datasets import ViewDataset
+from kdep_cache.views.images import load_rgb
+from kdep_cache.views.photometric import finish
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -192,8 +192,8 @@ def test_decode_gpu_without_cuda_is_one_line(tmp_path, teacher_file):
 
 
 def test_decode_option_must_match_the_cache_render_method():
-    from kdep_cache.gpu_decode import check_decode
     from kdep_cache.names import RENDER_GPU
+    from kdep_cache.views.nvjpeg import check_decode
     cpu = torch.device("cpu")
     check_decode(None, AugmentSpec(), cpu)
     check_decode("cpu", AugmentSpec(render=RENDER_FULL), cpu)
@@ -250,7 +250,7 @@ def test_cuda_feed_prefetch_equals_the_cpu_feed(tmp_path, teacher_file):
 @pytest.mark.cuda
 @cuda
 def test_nvjpeg_views_are_close_to_pil(tmp_path):
-    from kdep_cache.gpu_decode import render_batch
+    from kdep_cache.views.nvjpeg import render_batch
     path = _jpeg(tmp_path / "a.jpg")
     p = torch.zeros(1, 1, 14, dtype=torch.float64)
     p[0, 0, :7] = torch.tensor([40, 60, 120, 140, 192, 256, 1])

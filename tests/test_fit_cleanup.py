@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import make_fake_cache
 
 from kdep_cache.cli import main
-from kdep_cache.fitsvd import FitConfig, NonFiniteTargets, fit_svd
+from kdep_cache.fit.run import FitConfig, NonFiniteTargets, fit_svd
 
 
 @pytest.fixture()

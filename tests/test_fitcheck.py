@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_fake_cache
 
-from kdep_cache import fitsvd
 from kdep_cache.cache import TARGETS, Store
 from kdep_cache.cli import main
 from kdep_cache.errors import ArtifactError, InputError
-from kdep_cache.fitcheck import STUDENT_WIDTHS, check_rows, raw_manifest
-from kdep_cache.fitsvd import FitConfig, fit_svd
+from kdep_cache.fit import run as fitsvd
+from kdep_cache.fit.checks import STUDENT_WIDTHS, check_rows, raw_manifest
+from kdep_cache.fit.run import FitConfig, fit_svd
 
 TORCH_FREE = ("import sys; from kdep_cache.cli import main\n"
               "try:\n    main(sys.argv[1:], prog_name='kdep-cache')\n"
@@ -80,7 +80,7 @@ def test_rank_below_the_target_width_is_the_first_summary_line(tmp_path, caplog)
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(k, n, r)) @ rng.normal(size=(r, d)) + 1e-6 * rng.normal(size=(k, n, d))
     make_fake_cache(tmp_path / "c", feats, shard_size=30)
-    with caplog.at_level("WARNING", logger="kdep_cache.fitsvd"):
+    with caplog.at_level("WARNING", logger="kdep_cache.fit.run"):
         s = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=dim, dtype="float32"))
     assert next(iter(s)) == "warning"
     w = s["warning"]

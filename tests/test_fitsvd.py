@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import make_fake_cache
 
-from kdep_cache.align import AlignSpec, fit_projection, pts
 from kdep_cache.cache import TARGETS, Store
 from kdep_cache.errors import ArtifactError, InputError
-from kdep_cache.fitsvd import FitConfig, fit_svd, load_projection
-from kdep_cache.pca import Moments, fix_signs, pca, std_ratio
+from kdep_cache.fit.align import AlignSpec, fit_projection, pts
+from kdep_cache.fit.moments import Moments, fix_signs, pca, std_ratio
+from kdep_cache.fit.run import FitConfig, fit_svd, load_projection
 
 
 def _data(n=400, d=24, seed=0):
@@ -208,7 +208,7 @@ def test_one_sided_raw_channel_targets_warn_and_are_recorded(tmp_path, caplog):
     rng = np.random.default_rng(3)
     feats = rng.normal(size=(k, n, d)) + np.r_[np.full(12, -4.0), np.zeros(4)]  # 12 one-sided
     make_fake_cache(tmp_path / "c", feats, shard_size=64)
-    with caplog.at_level("WARNING", logger="kdep_cache.fitsvd"):
+    with caplog.at_level("WARNING", logger="kdep_cache.fit.run"):
         s = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "cs"), dim=dim, dtype="float32",
                               aligner="cs-var", transform="none"))
     t = Store(tmp_path / "cs", TARGETS)

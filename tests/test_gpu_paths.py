@@ -12,10 +12,10 @@ import torchvision.io
 from conftest import HERE
 from PIL import Image, ImageOps
 
-from kdep_cache.augment import AugmentSpec, crop_resize
-from kdep_cache.gpu_decode import apply_exif_orientation, collate_bytes, read_item, render_batch
-from kdep_cache.images import ImageList, load_rgb
 from kdep_cache.names import RENDER_GPU
+from kdep_cache.views.augment import AugmentSpec, crop_resize
+from kdep_cache.views.images import ImageList, load_rgb
+from kdep_cache.views.nvjpeg import apply_exif_orientation, collate_bytes, read_item, render_batch
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 PHOTO = sorted((HERE / "data" / "cifar").glob("*/*.jpg"))[0]
@@ -121,7 +121,7 @@ def test_cuda_decode_applies_exif_and_decodes_cmyk(tmp_path):
 
 
 def _views(n=6, size=16):
-    from kdep_cache.augment import sample_params
+    from kdep_cache.views.augment import sample_params
     ps = np.stack([sample_params(AugmentSpec(), 0, v, i, 37, 53) for i in range(n)
                    for v in range(2)])
     ps[1][7:10], ps[2][11:14] = 1.0, 0.0  # one view without jitter, one without lighting
@@ -136,7 +136,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def test_packed_device_part_equals_the_cpu_one_bitwise():
     """What a CUDA batch runs, run on the CPU: the same numbers as the CPU path, from one
     parameter tensor."""
-    from kdep_cache.photometric import finish, finish_packed, pack_params
+    from kdep_cache.views.photometric import finish, finish_packed, pack_params
     x, ps = _views()
     ref = finish(x, ps, MEAN, STD)
     packed = pack_params(ps, MEAN, STD)
@@ -148,7 +148,7 @@ def test_device_part_crosses_to_the_device_in_one_copy_and_never_reads_back(monk
     """On a non-CPU device (meta: no data, any read-back fails) the batch's numbers cross in
     one ``.to`` and nothing else is made on the host for the device (was one copy per jitter
     op, lighting, mean and std, each a host wait from pageable memory on CUDA)."""
-    from kdep_cache.photometric import finish
+    from kdep_cache.views.photometric import finish
     x, ps = _views()
     moves, real_to = [], torch.Tensor.to
 
@@ -196,7 +196,7 @@ def test_the_tally_stops_at_the_first_non_finite_step():
 @pytest.mark.cuda
 @cuda
 def test_cuda_parameters_are_one_pinned_tensor():
-    from kdep_cache.photometric import finish, pack_params
+    from kdep_cache.views.photometric import finish, pack_params
     x, ps = _views()
     assert pack_params(ps, MEAN, STD, pin=True).is_pinned()
     assert (finish(x.cuda(), ps, MEAN, STD).cpu() - finish(x, ps, MEAN, STD)).abs().max() <= 1e-5

@@ -19,7 +19,7 @@ from conftest import HERE
 from PIL import Image
 
 from kdep_cache.cache import RAW, Store
-from kdep_cache.images import BadImage, file_problem, load_rgb
+from kdep_cache.views.images import BadImage, file_problem, load_rgb
 
 CIFAR = HERE / "data" / "cifar"
 RUN = "import sys; from kdep_cache.cli import main; sys.argv[0] = 'kdep-cache'; main()"

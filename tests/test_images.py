@@ -18,17 +18,17 @@ from click.testing import CliRunner
 from conftest import extract_cfg
 from PIL import Image
 
-import kdep_cache.extract as extract_mod
-import kdep_cache.images as images_mod
-from kdep_cache.augment import AugmentSpec
+import kdep_cache.extract.run as extract_mod
+import kdep_cache.views.images as images_mod
 from kdep_cache.cache.schema import RAW
 from kdep_cache.cache.store import Store
 from kdep_cache.cli import main
-from kdep_cache.data import render_views
 from kdep_cache.errors import InputError
-from kdep_cache.images import BadImage, ImageList, load_rgb, scan_images
 from kdep_cache.models.registry import NORMALIZATIONS
-from kdep_cache.svg import svg_supported
+from kdep_cache.views.augment import AugmentSpec
+from kdep_cache.views.datasets import render_views
+from kdep_cache.views.images import BadImage, ImageList, load_rgb, scan_images
+from kdep_cache.views.svg import svg_supported
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="30">'
        '<rect x="10" y="5" width="20" height="20" fill="#ff0000"/></svg>')
@@ -129,7 +129,7 @@ def test_scan_record_reaches_images_json_and_v_lists_files(messy, tmp_path, teac
     listed = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert "ignored (not an image extension): b/deep/beep.wav" in listed
     # -v turns kdep-cache's DEBUG lines on (and only -vv those of every other library)
-    from kdep_cache.cli_base import configure_logging
+    from kdep_cache.cli.base import configure_logging
     configure_logging(1, False)
     assert logging.getLogger("kdep_cache").level == logging.DEBUG
     assert logging.getLogger().level == logging.WARNING
@@ -230,7 +230,7 @@ def test_transparent_images_are_counted_in_the_summary_and_manifest(tmp_path, te
     """#23.19: images composited on --background are counted, not silently changed."""
     from conftest import HERE
 
-    from kdep_cache.extract import extract
+    from kdep_cache.extract.run import extract
     d = tmp_path / "imgs"
     d.mkdir()
     for f in sorted((HERE / "data" / "cifar" / "cat").iterdir())[:2]:

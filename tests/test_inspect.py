@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from conftest import HERE, extract_cfg
 
 import kdep_cache.train.loop as loop
+from kdep_cache.audit.info import info
+from kdep_cache.audit.verify import verify
 from kdep_cache.cli import main
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
-from kdep_cache.inspect import info
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.run import FitConfig, fit_svd
 from kdep_cache.train.student import TrainConfig, train_student
 from kdep_cache.transfer import TransferConfig, transfer
-from kdep_cache.verify import verify
 
 TRAIN = dict(batch_size=12, workers=0, device="cpu", precision="fp32")
 XFER = dict(mode="linear", seeds=(0,), workers=0, device="cpu", precision="fp32",

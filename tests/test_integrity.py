@@ -14,16 +14,16 @@ import torch
 from click.testing import CliRunner
 from conftest import HERE, extract_cfg
 
+from kdep_cache.audit.verify import verify
 from kdep_cache.cli import main
-from kdep_cache.digest import weights_sha
 from kdep_cache.errors import ArtifactError
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
-from kdep_cache.fsio import fingerprint
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.run import FitConfig, fit_svd
+from kdep_cache.storage.digest import weights_sha
+from kdep_cache.storage.fsio import fingerprint
 from kdep_cache.train.student import TrainConfig, train_student
 from kdep_cache.transfer import TransferConfig, transfer
 from kdep_cache.transfer.students import resolve_student
-from kdep_cache.verify import verify
 
 TRAIN = dict(epochs=1, batch_size=6, workers=0, device="cpu", precision="fp32", lr=0.01)
 XFER = dict(mode="linear", seeds=(0,), workers=0, device="cpu", precision="fp32",

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import extract_cfg
 
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.run import FitConfig, fit_svd
 
 pytestmark = pytest.mark.slow
 KDEP = str(Path(sys.executable).parent / "kdep-cache")

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from kdep_cache.cli_base import runnable_prog
+from kdep_cache.cli.base import runnable_prog
 
 
 def _script(d):

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import HERE, extract_cfg
 
-from kdep_cache import fsio
 from kdep_cache.cli import main
-from kdep_cache.cli_base import _run
+from kdep_cache.cli.base import _run
 from kdep_cache.errors import ArtifactError, os_error_line
-from kdep_cache.extract import extract
+from kdep_cache.extract.run import extract
+from kdep_cache.storage import fsio
 
 
 @pytest.fixture(scope="module")

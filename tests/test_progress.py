@@ -7,11 +7,11 @@ import subprocess
 import sys
 import time
 
-from kdep_cache.progress import Progress, eta_text, pipeline_after
+from kdep_cache.runtime.progress import Progress, eta_text, pipeline_after
 
 
 def test_log_lines_off_a_terminal_carry_date_and_time():
-    code = ("import logging; from kdep_cache.cli_base import configure_logging\n"
+    code = ("import logging; from kdep_cache.cli.base import configure_logging\n"
             "configure_logging(0, False); logging.getLogger('kdep_cache.x').info('hello')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO kdep_cache\.x: hello\n", r.stderr), \

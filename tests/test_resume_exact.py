@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import HERE
 
-from kdep_cache import dist
 from kdep_cache.errors import ArtifactError, InputError
+from kdep_cache.runtime import dist
 from kdep_cache.train import checkpoint, loop
 from kdep_cache.train.checkpoint import settings_diffs, shared_start
 from kdep_cache.train.student import TrainConfig, train_student

@@ -27,17 +27,17 @@ from click.testing import CliRunner
 from conftest import extract_cfg
 from PIL import Image
 
-from kdep_cache import cli_inspect  # noqa: F401  (registers info/verify on main)
+from kdep_cache.audit.info import info
+from kdep_cache.audit.verify import verify
 from kdep_cache.cache import RAW, TARGETS, Store
+from kdep_cache.cli import audit as cli_inspect  # noqa: F401  (registers info/verify on main)
 from kdep_cache.cli import main
 from kdep_cache.errors import ArtifactError, LockedError
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
-from kdep_cache.fsio import writer_lock
-from kdep_cache.images import BadImage, load_rgb
-from kdep_cache.inspect import info
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.run import FitConfig, fit_svd
+from kdep_cache.storage.fsio import writer_lock
 from kdep_cache.train.student import TrainConfig, train_student
-from kdep_cache.verify import verify
+from kdep_cache.views.images import BadImage, load_rgb
 
 CIFAR = Path(__file__).parent / "data" / "cifar"
 BOOT = r"""
@@ -493,7 +493,7 @@ def test_hdf5_attributes_are_json_strings_and_arrays_plain(pipe):
 def test_empty_or_unparsable_lock_is_taken_over_once_old(tmp_path, monkeypatch, caplog, content):
     """#23.5: a kill right after the lock is created (or a full disk) leaves an empty .lock:
     it holds no writer, so it is taken over with one warning line, young or old."""
-    from kdep_cache import locks
+    from kdep_cache.storage import locks
     monkeypatch.setattr(locks, "LOCK_GRACE_S", 0.3)
     for age in (10.0, 0.0):  # old: at once; young: after the grace time
         d = tmp_path / f"age{age:g}"
@@ -510,7 +510,7 @@ def test_a_young_empty_lock_whose_writer_records_itself_is_respected(tmp_path, m
     """The grace time exists for a live writer between creating its lock and writing it."""
     import threading
 
-    from kdep_cache import locks
+    from kdep_cache.storage import locks
     monkeypatch.setattr(locks, "LOCK_GRACE_S", 1.0)
     (tmp_path / ".lock").write_text("")
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
@@ -526,7 +526,7 @@ def test_disk_full_while_recording_the_lock_leaves_no_empty_lock(tmp_path, monke
     """#23.5 at its source: the lock is removed when its record cannot be written."""
     import errno
 
-    from kdep_cache import locks
+    from kdep_cache.storage import locks
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

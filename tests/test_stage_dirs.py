@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import HERE, extract_cfg
 
+from kdep_cache.checks.stages import own_out, stages_in
 from kdep_cache.cli import main
-from kdep_cache.diagnose import diagnose
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
-from kdep_cache.stages import own_out, stages_in
+from kdep_cache.diagnose.report import diagnose
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.run import FitConfig, fit_svd
 from kdep_cache.train.student import TrainConfig, train_student
 
 STAGES = ("extract", "fit-svd", "train-student", "transfer", "diagnose")

@@ -16,17 +16,17 @@ import pytest
 from click.testing import CliRunner
 from conftest import HERE, extract_cfg
 
+from kdep_cache.audit.verify import verify
 from kdep_cache.cache import RAW, TARGETS, Store
 from kdep_cache.cache import store as store_mod
 from kdep_cache.cli import main
 from kdep_cache.errors import ArtifactError
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
-from kdep_cache.fsio import fingerprint
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.run import FitConfig, fit_svd
+from kdep_cache.storage.fsio import fingerprint
 from kdep_cache.train import loop
 from kdep_cache.train.sources import open_source
 from kdep_cache.train.student import TrainConfig, train_student
-from kdep_cache.verify import verify
 
 TRAIN = dict(epochs=1, batch_size=6, workers=0, device="cpu", precision="fp32", lr=0.01)
 
@@ -274,7 +274,7 @@ def test_transfer_rerun_over_results_of_another_shape_is_one_line(made, tmp_path
 
 
 def test_a_changed_projection_is_refused_where_it_is_read(made, tmp_path):
-    from kdep_cache.projection_io import load_projection
+    from kdep_cache.fit.projection import load_projection
     t = _copy(made, tmp_path, "targets")
     with h5py.File(t / "projection.h5", "r") as f:
         off = f["weight"].id.get_offset()

@@ -23,12 +23,13 @@ from conftest import extract_cfg
 from PIL import Image
 from test_transfer import FAST, assert_one_line_error, make_tree
 
-import kdep_cache.cli_transfer  # noqa: F401
+import kdep_cache.cli.transfer  # noqa: F401
 from kdep_cache.cli import main
 from kdep_cache.errors import InputError
-from kdep_cache.extract import extract
+from kdep_cache.extract.run import extract
 from kdep_cache.transfer import compare as cmp
-from kdep_cache.transfer import reference, seeds
+from kdep_cache.transfer import reference
+from kdep_cache.transfer.classification import seeds
 from kdep_cache.transfer.run import TransferConfig, aggregate, transfer
 
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])

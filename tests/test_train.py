@@ -10,14 +10,14 @@ import torchvision
 from conftest import HERE, extract_cfg
 
 from kdep_cache.cache import RAW, TARGETS, Store
-from kdep_cache.data import ViewDataset
 from kdep_cache.errors import InputError, LineageError, TrainingError
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.run import FitConfig, fit_svd
 from kdep_cache.train import loop
 from kdep_cache.train.feed import Feed
 from kdep_cache.train.sources import open_source
 from kdep_cache.train.student import TrainConfig, train_student
+from kdep_cache.views.datasets import ViewDataset
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_cached_targets_equal_online_teacher_on_replayed_views(tmp_path, teacher
     extract(extract_cfg(images, tmp_path / "c", teacher_file, views=8, dtype=dtype))
     fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=64, fit_views="all",
                       dtype="float32"))
-    from kdep_cache.fitsvd import load_projection
+    from kdep_cache.fit.run import load_projection
     from kdep_cache.models import load_teacher
     proj, _ = load_projection(tmp_path / "t" / "projection.h5")
     teacher, _ = load_teacher("resnet18", teacher_file)

@@ -19,14 +19,14 @@ from PIL import Image
 from sidecars import signed
 from torch import nn
 
-import kdep_cache.cli_transfer  # noqa: F401  (registers transfer/compare until cli.py imports it)
+import kdep_cache.cli.transfer  # noqa: F401  (registers transfer/compare until cli.py imports it)
 from kdep_cache.cli import main
 from kdep_cache.errors import ArtifactError, InputError
 from kdep_cache.models import FeatureNet
 from kdep_cache.transfer import compare as cmp
-from kdep_cache.transfer import finetune as ft
-from kdep_cache.transfer import linear
-from kdep_cache.transfer.data import open_downstream
+from kdep_cache.transfer.classification import finetune as ft
+from kdep_cache.transfer.classification import linear
+from kdep_cache.transfer.classification.data import open_downstream
 from kdep_cache.transfer.run import TransferConfig, aggregate, transfer
 from kdep_cache.transfer.students import resolve_student
 
@@ -107,7 +107,7 @@ def test_accuracy_on_known_predictions():
 
 
 def test_balanced_accuracy_on_known_confusion():
-    from kdep_cache.transfer import metrics
+    from kdep_cache.transfer.classification import metrics
     # 4:1 imbalance, the majority class always predicted: confusion [[8, 0], [2, 0]]
     y, pred = [0] * 8 + [1] * 2, [0] * 10
     assert metrics.confusion(pred, y, 2).tolist() == [[8, 0], [2, 0]]

@@ -13,10 +13,10 @@ import torch
 import torchvision
 from dense_fixtures import cli, make_dense, one_line_error
 
-from kdep_cache.transfer import det
 from kdep_cache.transfer.compare import build_table
-from kdep_cache.transfer.dense_metrics import coco_ap
-from kdep_cache.transfer.layouts import VOC_CLASSES, open_dense
+from kdep_cache.transfer.dense import det
+from kdep_cache.transfer.dense.layouts import VOC_CLASSES, open_dense
+from kdep_cache.transfer.dense.metrics import coco_ap
 
 FAST = ["--epochs", "1", "--batch-size", "2", "--seeds", "0", "--workers", "0",
         "--device", "cpu"]

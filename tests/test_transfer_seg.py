@@ -15,11 +15,11 @@ from dense_fixtures import cli, make_dense, one_line_error
 from PIL import Image
 from sidecars import signed
 
-from kdep_cache.transfer import seg
 from kdep_cache.transfer.compare import build_table
-from kdep_cache.transfer.dense_metrics import SegScore
-from kdep_cache.transfer.layouts import VOC_CLASSES, open_dense
-from kdep_cache.transfer.schedules import MultiStep, Poly
+from kdep_cache.transfer.dense import seg
+from kdep_cache.transfer.dense.layouts import VOC_CLASSES, open_dense
+from kdep_cache.transfer.dense.metrics import SegScore
+from kdep_cache.transfer.dense.schedules import MultiStep, Poly
 
 FAST = ["--epochs", "1", "--batch-size", "2", "--seeds", "0", "--workers", "0",
         "--device", "cpu", "--precision", "fp32"]
@@ -100,7 +100,7 @@ def test_poly_and_multistep_schedules():
 def test_dense_schedules_warm_up_linearly(kind):
     """#22.15: every dense schedule = its plain value x (f + (1 - f) t / w) during the first w
     epochs (f = 1/1000, detectron2's WarmupMultiStepLR / WarmupPolyLR), written out by hand."""
-    from kdep_cache.transfer.schedules import make_schedule, warmup_epochs
+    from kdep_cache.transfer.dense.schedules import make_schedule, warmup_epochs
     epochs, lr, steps = 12, 0.02, 8
     w = warmup_epochs(epochs, steps)
     assert w == pytest.approx(24 / 8)  # a quarter of the 96 iterations (< 1000)

@@ -19,8 +19,8 @@ from conftest import extract_cfg
 from kdep_cache.cache import RAW, Store
 from kdep_cache.cache.schema import ARRAY_ATTR, MANIFEST
 from kdep_cache.errors import ArtifactError, InputError, LineageError, LockedError
-from kdep_cache.extract import extract
-from kdep_cache.fitsvd import FitConfig, fit_svd
+from kdep_cache.extract.run import extract
+from kdep_cache.fit.run import FitConfig, fit_svd
 from kdep_cache.train import loop
 from kdep_cache.train.student import TrainConfig, train_student
 
@@ -215,7 +215,7 @@ def test_fit_svd_refuses_non_finite_or_negative_pts_before_writing(made, tmp_pat
 @pytest.mark.parametrize("bad", [dict(seed=-1), dict(crop=(0.9, 0.1)), dict(crop=(math.nan, 1)),
                                  dict(crop=(0, 0)), dict(crop=(1.5, 2)), dict(image_size=0)])
 def test_extract_refuses_bad_values_and_leaves_nothing(teacher_file, images, tmp_path, bad):
-    from kdep_cache.augment import AugmentSpec
+    from kdep_cache.views.augment import AugmentSpec
     kw = dict(bad)
     if "crop" in kw:
         kw["augment"] = AugmentSpec(scale=kw.pop("crop"))
@@ -281,7 +281,7 @@ def test_fit_svd_on_an_unfinished_extract_names_extract(made, tmp_path):
 
 
 def test_verify_checks_student_safetensors_against_the_sidecar(made, tmp_path):
-    from kdep_cache.verify import verify
+    from kdep_cache.audit.verify import verify
     run = tmp_path / "run"
     _train(made, run)
     files = {f["file"]: f["status"] for f in verify(run)["files"]}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .. import shapes
 from ..errors import ArtifactError, InputError
-from ..fsio import read_json, sha256_file, write_json
+from ..storage.fsio import read_json, sha256_file, write_json
+from . import shapes
 from .schema import CONFIG, FORMAT_VERSION, IMAGES, MANIFEST, now_iso, producer_info, shard_name
 from .store import read_shard_attrs
 from .trust import shard_digests, store_fingerprint

@@ -10,9 +10,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..digest import array_sha, arrays_sha
 from ..errors import ArtifactError
-from ..fsio import atomic_write, canonical_json, sha256_file
+from ..storage.digest import array_sha, arrays_sha
+from ..storage.fsio import atomic_write, canonical_json, sha256_file
 from .schema import ARRAY_ATTR, MANIFEST, RAW, TARGETS, shard_name
 from .trust import missing_digests, read_manifest, shard_digests
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import h5py
 
-from .. import shapes
-from ..digest import array_sha, arrays_sha
 from ..errors import ArtifactError
-from ..fsio import fingerprint, read_json
+from ..storage.digest import array_sha, arrays_sha
+from ..storage.fsio import fingerprint, read_json
+from . import shapes
 from .schema import FORMAT_VERSION, MANIFEST, shard_name
 
 

@@ -35,7 +35,9 @@ class CacheTeacher:
 
 def read_cache_config(cache: str | Path) -> dict:
     """The raw cache's ``config.json`` (its content-defining settings), checked for shape."""
-    from ..fsio import read_json  # torch-free reader; imported here to keep this module light
+    from ..storage.fsio import (
+        read_json,  # torch-free reader; imported here to keep this module light
+    )
     path = Path(cache) / CONFIG
     if not path.is_file():
         raise InputError(f"{cache} is not a raw kdep-cache cache (no {CONFIG}): "

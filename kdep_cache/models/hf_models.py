@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import ArtifactError, InputError
-from ..fsio import sha256_file
+from ..storage.fsio import sha256_file
 from .normalization import as_mean_std
 
 PREFIX = "hf:"

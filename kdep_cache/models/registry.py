@@ -16,8 +16,8 @@ from torch import nn
 
 from ..checks import did_you_mean
 from ..errors import InputError
-from ..fsio import sha256_file
 from ..names import KNOWN_STUDENTS, LITE_TEACHERS  # noqa: F401  (defined once, there)
+from ..storage.fsio import sha256_file
 from . import hf_models, timm_models
 from .features import FeatureNet
 from .hf_models import VIT_FEATURES

@@ -22,10 +22,10 @@ import torch
 
 from ..cache.manifest import diff_settings
 from ..cache.schema import CHECKPOINT, METRICS
-from ..digest import state_sha
-from ..dist import Dist
 from ..errors import ArtifactError, InputError, KdepError
-from ..fsio import atomic_write
+from ..runtime.dist import Dist
+from ..storage.digest import state_sha
+from ..storage.fsio import atomic_write
 
 log = logging.getLogger(__name__)
 

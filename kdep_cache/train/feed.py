@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data import Collate, collate, render_views, worker_init
-from ..dist import global_batches, rank_slice
+from ..cache.identity import ARRAYS as IDENTITY
+from ..cache.identity import check_batch
 from ..errors import ArtifactError
-from ..gpu_decode import collate_bytes, read_item, render_batch
-from ..identity import ARRAYS as IDENTITY
-from ..identity import check_batch
 from ..names import RENDER_GPU
-from ..photometric import finish
+from ..runtime.dist import global_batches, rank_slice
+from ..views.datasets import Collate, collate, render_views, worker_init
+from ..views.nvjpeg import collate_bytes, read_item, render_batch
+from ..views.photometric import finish
 from .sources import Source
 from .step import TrainBatch
 

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from ..cache.schema import CHECKPOINT, METRICS
-from ..cpu_share import after_epoch
-from ..dist import Dist
 from ..errors import InputError, TrainingError
-from ..fsio import append_line
-from ..progress import Progress, duration
+from ..runtime.cpu_share import after_epoch
+from ..runtime.dist import Dist
+from ..runtime.progress import Progress, duration
+from ..storage.fsio import append_line
 from .checkpoint import (
     load_checkpoint,
     restore_rng,

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..augment import AugmentSpec
+from ..cache.identity import ARRAYS as IDENTITY
+from ..cache.identity import check_sizes
 from ..cache.manifest import IMAGES
 from ..cache.schema import RAW, TARGETS
+from ..cache.sidecar import read_image_list
 from ..cache.store import Store
 from ..errors import InputError, LineageError
-from ..identity import ARRAYS as IDENTITY
-from ..identity import check_sizes
-from ..images import ImageList, scan_images
-from ..integrity import read_image_list
 from ..models.registry import NORMALIZATIONS, normalization
+from ..views.augment import AugmentSpec
+from ..views.images import ImageList, scan_images
 
 
 @dataclass

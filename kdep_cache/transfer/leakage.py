@@ -14,9 +14,9 @@ import logging
 import os
 from dataclasses import dataclass
 
-from ..digest import file_identity
-from ..fsio import read_json
-from ..images import scan_images
+from ..storage.digest import file_identity
+from ..storage.fsio import read_json
+from ..views.images import scan_images
 
 log = logging.getLogger(__name__)
 METHOD = "sha256"  # recorded in results.json's leakage block

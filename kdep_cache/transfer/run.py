@@ -15,21 +15,22 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import dist, shapes
+from ..cache import shapes
 from ..cache.schema import FORMAT_VERSION, TRANSFER, now_iso, producer_info
-from ..dist import env_ranks
 from ..errors import InputError, TrainingError
-from ..fsio import fingerprint, read_json, write_json, writer_lock
 from ..names import CHECKPOINT, RESULTS, TRANSFER_MODES, TRANSFER_TASKS
-from ..runtime import autocast, resolve_device
+from ..runtime import dist
+from ..runtime.device import autocast, resolve_device
+from ..runtime.dist import env_ranks
+from ..storage.fsio import fingerprint, read_json, write_json, writer_lock
 from . import fairness
-from .data import open_downstream
+from .classification.data import open_downstream
+from .classification.linear import C_GRID, MAX_ITER, VAL_FRACTION
+from .classification.seeds import finetune_seeds as _finetune
+from .classification.seeds import linear_seeds as _linear
 from .leakage import METHOD as LEAKAGE_METHOD
 from .leakage import leaked
-from .linear import C_GRID, MAX_ITER, VAL_FRACTION
 from .reference import refuse_training
-from .seeds import finetune_seeds as _finetune
-from .seeds import linear_seeds as _linear
 from .sizes import input_size
 from .students import resolve_student
 
@@ -195,8 +196,8 @@ def transfer(cfg: TransferConfig) -> dict:
         data = open_downstream(cfg.data, cfg.test_fraction, cfg.split_seed)
         files = [os.path.join(data.train.root, p) for p in data.train.paths]
     else:
-        from .dense import check_student, require_extras
-        from .layouts import open_dense
+        from .dense.layouts import open_dense
+        from .dense.run import check_student, require_extras
         check_student(student, cfg.task)
         data = open_dense(cfg.data, cfg.task)
         require_extras(cfg.task, data.layout)
@@ -221,7 +222,7 @@ def transfer(cfg: TransferConfig) -> dict:
                     if cfg.mode == "linear" else
                     _finetune(student, data, protocol, settings, cfg, out, device, precision, d))
     else:
-        from . import dense
+        from .dense import run as dense
         protocol, keys = dense.protocol(cfg, student, size, source, device, len(data.train))
         protocol["lr_rule"] = lr_rule(cfg, given_lr)
         precision = protocol["precision"]

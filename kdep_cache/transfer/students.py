@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
+from ..cache.sidecar import check_student_weights, predates_note, read_sidecar
 from ..errors import ArtifactError, InputError
-from ..fsio import sha256_file
-from ..integrity import check_student_weights, predates_note, read_sidecar
 from ..models import FeatureNet, build_student
 from ..models.registry import KNOWN_STUDENTS, NORMALIZATIONS
 from ..models.weights import fit_state_dict, load_state_dict_file
 from ..names import SIDECAR, STUDENT_FILE
-from ..runtime import default_precision
+from ..runtime.device import default_precision
+from ..storage.fsio import sha256_file
 from .reference import is_teacher
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..fsio import atomic_write
+from ..storage.fsio import atomic_write
 
 TOP1 = "top-1"
 UNITS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "ap": "AP", "ap50": "AP50",

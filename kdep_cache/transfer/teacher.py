@@ -50,7 +50,7 @@ class TeacherStudent(Student):
                 "images_file": str(cache / IMAGES), "cache_dir": str(cache)}
 
     def auto_precision(self, device, image_size: int) -> str:
-        from ..runtime import resolved_precision
+        from ..runtime.device import resolved_precision
         return resolved_precision(device, "auto")  # extract's teacher default
 
     def build(self, n_classes: int, seed: int):
@@ -68,9 +68,9 @@ class TeacherStudent(Student):
 def resolve_teacher(spec: str, arch: str | None = None, label: str | None = None
                     ) -> TeacherStudent:
     """``teacher:CACHE`` -> the cache's teacher, loaded and checked (one line otherwise)."""
-    from .. import shapes
-    from ..fsio import read_json
+    from ..cache import shapes
     from ..models.from_cache import load_cache_teacher
+    from ..storage.fsio import read_json
     cache = spec[len(PREFIX):]
     if not cache:
         raise InputError(f"--student {spec}: name the raw cache, teacher:CACHE (an extract "

@@ -1,0 +1,1 @@
+"""Teacher diagnostics of a raw cache: the report and its plots."""

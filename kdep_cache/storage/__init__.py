@@ -1,0 +1,1 @@
+"""Bytes on disk: atomic files, locks, content digests (torch-free)."""

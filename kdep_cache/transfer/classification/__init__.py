@@ -1,0 +1,1 @@
+"""Classification transfer: datasets, linear probe, fine-tune, scores, seeds."""

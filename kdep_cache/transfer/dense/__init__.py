@@ -1,0 +1,1 @@
+"""Dense transfer: segmentation and detection datasets, models, schedules, scores."""
