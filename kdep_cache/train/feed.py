@@ -9,7 +9,8 @@ weighted by its share of the batch so that averaged gradients equal the global-b
 The workers do the CPU part of replay (decode, crop, resize, flip -> uint8). The device part
 (jitter, lighting, normalization) runs in the workers on the whole batch when the student
 trains on the CPU; on CUDA the uint8 batch is pinned, copied non-blocking and finished on the
-GPU, one batch ahead on a side stream (:func:`prefetch`).
+GPU, one batch ahead on a side stream (:func:`.prefetch.prefetch`). The dataset is
+:mod:`.dataset`, the epoch order :mod:`.order`.
 """
 
 from __future__ import annotations
@@ -18,67 +19,20 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from ..cache.identity import ARRAYS as IDENTITY
 from ..cache.identity import check_batch
 from ..errors import ArtifactError
 from ..names import RENDER_GPU
-from ..runtime.dist import global_batches, rank_slice
-from ..views.datasets import Collate, collate, render_views, worker_init
-from ..views.nvjpeg import collate_bytes, read_item, render_batch
+from ..views.datasets import Collate, collate, worker_init
+from ..views.nvjpeg import collate_bytes, render_batch
 from ..views.photometric import finish
+from .dataset import RunViews
+from .order import EpochOrder
+from .prefetch import prefetch
 from .sources import Source
 from .step import TrainBatch
-
-
-class _Views(Dataset):
-    """Item ``view * N + id`` -> one rendered view of image ``id``: stored parameters are read
-    from the cache's memory map inside the worker (fresh ones sampled from ``(seed, view, id)``
-    without a cache), so one set of workers serves every epoch."""
-
-    def __init__(self, src: Source):
-        self.src, self.n = src, len(src.images)
-
-    def __len__(self) -> int:
-        return self.n * max(1, self.src.views)
-
-    def __getitem__(self, key: int):
-        view, i = divmod(int(key), self.n)
-        src = self.src
-        params = None if src.cache is None else src.cache.read("params", [i], view=view)
-        if src.spec.render == RENDER_GPU:  # the file's bytes, for nvJPEG in the main process
-            return read_item(src.images, i, [view], src.spec, src.seed, params)
-        return render_views(src.images, i, [view], src.image_size, src.mean, src.std, src.spec,
-                            src.seed, params, finish=False)
-
-
-class _EpochOrder(Sampler):
-    """A batch sampler: this rank's slice of each global batch of epoch ``epoch`` (set in the
-    main process before each epoch; the workers only render what it yields)."""
-
-    def __init__(self, src: Source, seed: int, batch_size: int, rank: int = 0, world: int = 1):
-        self.src, self.seed, self.epoch = src, seed, 0
-        self.batch, self.rank, self.world = batch_size, rank, world
-
-    def view(self) -> int:
-        return self.epoch % self.src.views if self.src.views else self.epoch
-
-    def ids(self) -> np.ndarray:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return self.src.ids[torch.randperm(len(self.src.ids), generator=g).numpy()]
-
-    def global_batches(self) -> list[np.ndarray]:
-        keys = self.view() * len(self.src.images) + self.ids()
-        # a short last batch is dropped once there are two full ones
-        return global_batches(keys, self.batch, self.world, len(keys) >= 2 * self.batch)
-
-    def __len__(self) -> int:
-        return len(self.global_batches())
-
-    def __iter__(self):
-        for keys in self.global_batches():
-            yield rank_slice(keys, self.rank, self.world)
 
 
 class Feed:
@@ -91,12 +45,12 @@ class Feed:
         self.device = torch.device(device or ("cuda" if pin else "cpu"))
         on_cpu, gpu = self.device.type == "cpu", src.spec.render == RENDER_GPU
         workers = default_workers(self.device, world) if workers is None else workers
-        self.order = _EpochOrder(src, seed, batch_size, rank, world)
+        self.order = EpochOrder(src, seed, batch_size, rank, world)
         self.labels = np.asarray(src.images.labels)
         self.identity = src.cache is not None and all(src.cache.has(a) for a in IDENTITY)
         if src.cache is not None:
             src.cache.map_all("params")
-        self.loader = DataLoader(_Views(src), batch_sampler=self.order, num_workers=workers,
+        self.loader = DataLoader(RunViews(src), batch_sampler=self.order, num_workers=workers,
                                  collate_fn=collate_bytes if gpu else
                                  Collate((src.mean, src.std)) if on_cpu else collate,
                                  worker_init_fn=worker_init, pin_memory=pin and not on_cpu,
@@ -173,29 +127,3 @@ def default_workers(device: torch.device, local_ranks: int = 1) -> int:
         return 2
     n = int(os.environ.get("LOCAL_WORLD_SIZE", local_ranks))
     return max(1, min(16, len(os.sched_getaffinity(0)) // max(1, n) - 1))
-
-
-def prefetch(batches, device: torch.device, finish_fn):
-    """:class:`TrainBatch` es of uint8 views (or JPEG bytes) + their ``params`` -> finished
-    :class:`TrainBatch` es on ``device``:
-    copied (non-blocking, from pinned memory) and finished by ``finish_fn(x, params)`` on a side
-    CUDA stream, one batch ahead of the step that consumes it."""
-    stream, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
-
-    def ready(b: TrainBatch) -> TrainBatch:
-        with torch.cuda.stream(stream):
-            x = finish_fn(b.x, b.params)
-            t = b.target.pin_memory().to(device, non_blocking=True)  # from the cache: pageable
-        return TrainBatch(x, t, b.weight)
-
-    it = iter(batches)
-    nxt = next(it, None)
-    nxt = ready(nxt) if nxt is not None else None
-    while nxt is not None:
-        main.wait_stream(stream)
-        cur = nxt
-        for a in (cur.x, cur.target):
-            a.record_stream(main)  # allocated on the side stream, used on the main one
-        b = next(it, None)
-        nxt = ready(b) if b is not None else None
-        yield cur
