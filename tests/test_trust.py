@@ -177,7 +177,6 @@ def test_extract_resume_refuses_same_names_with_other_pixels(made, teacher_file,
     other = tmp_path / "other"
     changed = _same_names_other_pixels(made / "images", other, same_size)
     cfg = extract_cfg(other, c, teacher_file)
-    cfg.data = str(other)
     with pytest.raises(LineageError, match="differ from the ones this cache was started with"):
         extract(cfg)
     assert not (c / "shard-00002.h5").exists()

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_IMAGE_SIZE = 224  # the paper's; used when the teacher's checkpoint names no size
 
 
-@dataclass
+@dataclass(frozen=True)  # resolved values are derived with dataclasses.replace
 class ExtractConfig:
     data: str
     teacher: str

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 ONE_SIDED = 0.05  # a target channel positive on fewer views than this is "one-sided"
 
 
-@dataclass
+@dataclass(frozen=True)  # resolved values are derived with dataclasses.replace
 class FitConfig:
     cache: str
     out: str

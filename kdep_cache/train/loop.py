@@ -1,6 +1,8 @@
 """The one training loop (distillation, baselines and fine-tuning differ only by objective,
-data, callbacks and, for detection, the step: :mod:`kdep_cache.train.step`): per-iteration lr, finite-loss check, atomic per-epoch checkpoints,
-exact resume, ``metrics.jsonl``."""
+data, callbacks and, for detection, the step: :mod:`kdep_cache.train.step`): per-iteration lr,
+finite-loss check, atomic per-epoch checkpoints, resume at an epoch boundary (bitwise equal to
+an uninterrupted run for train-student, tested; the fine-tunes are tested to resume and
+finish), ``metrics.jsonl``."""
 
 from __future__ import annotations
 

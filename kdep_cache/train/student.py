@@ -54,7 +54,7 @@ BASE_LR_512 = {"resnet": 0.3, "mobilenet": 0.1}  # paper recipe, at batch 512; o
 SIZE_RATIO_WARN = 1.5  # student / teacher input size beyond which train-student warns
 
 
-@dataclass
+@dataclass(frozen=True)  # resolved values are derived with dataclasses.replace
 class TrainConfig:
     student: str
     out: str

@@ -1,9 +1,8 @@
-"""Stage 3: transfer a pre-trained student to a downstream classification dataset.
-
-``linear``: frozen backbone, pooled post-activation features, a logistic-regression probe whose
-C is chosen on a held-out part of the TRAIN split; ``finetune``: the paper's protocol (full
-fine-tuning with a new linear head through :func:`kdep_cache.train.loop.train`).
-:mod:`.compare` tabulates several ``results.json`` files.
+"""Stage 3: transfer a pre-trained student (or the cache's teacher, as the reference row) to a
+downstream task: classification (:mod:`.classification`: linear probe or the paper's
+fine-tune), segmentation and detection (:mod:`.dense`). :mod:`.run` is the shared runner
+(students, seeds, leakage and fairness checks, ``results.json``); :mod:`.compare` tabulates
+several ``results.json`` files.
 """
 
 __all__ = ["TransferConfig", "transfer"]

@@ -54,7 +54,7 @@ TASK_DEFAULTS = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)  # resolved values are derived with dataclasses.replace
 class TransferConfig:
     student: str
     data: str

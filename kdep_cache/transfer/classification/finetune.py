@@ -1,6 +1,6 @@
 """Full fine-tuning (the paper's protocol) through the shared training loop: a new linear head,
 the final ReLU restored (the head reads ``post``), SGD, test top-1 after every epoch, and
-exact resume from the per-seed checkpoint."""
+resume at an epoch boundary from the per-seed checkpoint (tested to resume and finish)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Segmentation and detection transfer: the protocol record and the per-seed fine-tunes, each
-through the one training loop (:func:`kdep_cache.train.loop.train`) with exact resume from
-``RESULT_DIR/seed-N/checkpoint.pt`` and a per-epoch ``metrics.jsonl``. The val split is
+through the one training loop (:func:`kdep_cache.train.loop.train`), resumable at an epoch
+boundary from ``RESULT_DIR/seed-N/checkpoint.pt`` (tested to resume and finish, not bitwise) and a per-epoch ``metrics.jsonl``. The val split is
 scored once, after the last epoch (the paper reports final numbers)."""
 
 from __future__ import annotations
