@@ -86,6 +86,7 @@ def _info_store(p: Path, kind: str) -> dict:
             out["augment"] = {**out["augment"], "background": out["augment"].get(
                 "background", [0, 0, 0])}
         out["scan"] = m.get("scan") or _scan_record(p / IMAGES)
+        out["pack"] = m.get("pack") or ({"spec": s["pack"]} if s.get("pack") else None)
         out["lineage"] = cache_chain(p, out["fingerprint"], this=True)
         return out
     src = m.get("source_cache")

@@ -27,6 +27,9 @@ PROJECTION = "kdep-cache/projection"  # fit-svd projection artifact
 STUDENT = "kdep-cache/student"        # train-student output sidecar
 TRANSFER = "kdep-cache/transfer"      # transfer results.json
 FORMAT_VERSION = 1
+# extract --pack: each shard's images as one uint8 array + (n + 1) offsets into it (the bytes
+# of image start + j are pack[offsets[j]:offsets[j + 1]]; empty for a skipped image)
+PACK, PACK_OFFSETS = "pack", "pack_offsets"
 ARRAY_ATTR = "kdep"  # JSON string attribute on every shard (never pickles)
 
 

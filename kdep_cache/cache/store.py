@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import ArtifactError
 from ..storage.digest import array_sha, arrays_sha
 from ..storage.fsio import atomic_write, canonical_json, sha256_file
-from .schema import ARRAY_ATTR, MANIFEST, RAW, TARGETS, shard_name
+from .schema import ARRAY_ATTR, MANIFEST, PACK, PACK_OFFSETS, RAW, TARGETS, shard_name
 from .trust import missing_digests, read_manifest, shard_digests
 
 
@@ -216,6 +216,18 @@ class Store:
                 out = np.empty((len(ids),) + block.shape[1:], dtype=block.dtype)
             out[sel] = block
         return out
+
+    @property
+    def packed(self) -> bool:
+        """The cache stores its images (``extract --pack``): no stage needs the folder."""
+        return self.has(PACK)
+
+    def blob(self, i: int) -> bytes:
+        """Image ``i``'s packed bytes (``b""``: not in the pack, i.e. skipped at extraction)."""
+        s = int(np.searchsorted(self.starts, i, side="right") - 1)
+        off, data = self._map(s, PACK_OFFSETS), self._map(s, PACK)
+        j = int(i - self.starts[s])
+        return bytes(data[int(off[j]):int(off[j + 1])])
 
     def iter_shards(self, name: str, view: int | None = None):
         """Yield ``(start, stop, array)`` for each shard (a whole view slice at a time)."""

@@ -45,6 +45,7 @@ from .values import (  # noqa: F401  (re-exported: the stages import these from 
     momentum,
     nonnegative,
     open_unit,
+    pack_spec,
     positive,
     rank_world,
     seed,
@@ -54,6 +55,7 @@ from .values import (  # noqa: F401  (re-exported: the stages import these from 
 
 # option name -> check, for every numeric option of every command (None = not given)
 RULES = {
+    "pack": pack_spec,
     "views": lambda k, v: bounded(k, v, 1, MAX_VIEWS),
     "epochs": lambda k, v: bounded(k, v, 1, MAX_EPOCHS),
     "batch_size": lambda k, v: bounded(k, v, 1, MAX_BATCH),

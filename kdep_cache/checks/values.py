@@ -151,3 +151,29 @@ def background(text) -> tuple[int, int, int]:
         raise InputError(f"--background must be black, white, gray or R,G,B with 0-255 each; "
                          f"got {text!r}")
     return rgb
+
+
+PACK_MODES = ("none", "original", "jpeg")  # extract --pack (views/pack.py)
+PACK_QUALITY = 90                          # jpeg:SIDE's default quality
+PACK_SIDE_RANGE = (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+
+
+def pack_spec(key: str, text) -> tuple[str, int | None, int | None]:
+    """``none`` | ``original`` | ``jpeg:SIDE[:QUALITY]`` -> (mode, side, quality)."""
+    parts = str(text).strip().lower().split(":")
+    mode = parts[0]
+    usage = (f"{flag(key)} must be none, original or jpeg:SIDE[:QUALITY] (SIDE "
+             f"{PACK_SIDE_RANGE[0]}..{PACK_SIDE_RANGE[1]} px, QUALITY 1..100, default "
+             f"{PACK_QUALITY}); got {text!r}")
+    if mode in ("none", "original") and len(parts) == 1:
+        return mode, None, None
+    if mode != "jpeg" or len(parts) not in (2, 3):
+        raise InputError(usage)
+    try:
+        side = int(parts[1])
+        quality = int(parts[2]) if len(parts) == 3 else PACK_QUALITY
+    except ValueError:
+        raise InputError(usage) from None
+    if not (PACK_SIDE_RANGE[0] <= side <= PACK_SIDE_RANGE[1] and 1 <= quality <= 100):
+        raise InputError(usage)
+    return mode, side, quality

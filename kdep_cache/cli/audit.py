@@ -45,6 +45,14 @@ def format_info(d: dict) -> str:
     if d.get("augment"):
         lines.append(f"{'augmentation':>18}: " + ", ".join(f"{k}={v}" for k, v in
                                                          d["augment"].items()))
+    if d.get("pack"):  # extract --pack: the images are in the cache
+        from ..extract.packing import pack_line
+        p = d["pack"]
+        lines.append(f"{'pack':>18}: " + (pack_line(p) if "bytes" in p else
+                                         f"{p['spec']} (cache not complete)")
+                     + "; no stage reads the image folder")
+    elif d.get("kind") == "raw-cache":
+        lines.append(f"{'pack':>18}: none (train-student and diagnose read the image folder)")
     for s in d.get("skipped_examples") or []:
         lines.append(f"{'skipped e.g.':>18}: {s.get('path')}: {s.get('reason')}")
     scan = d.get("scan") or {}

@@ -11,6 +11,7 @@ from ..names import (
     ALIGNERS,
     AUGMENT_KINDS,
     DECODES,
+    DEFAULT_PACK,
     NULLS,
     OBJECTIVES,
     PRECISIONS,
@@ -97,6 +98,11 @@ def _aug_options(f):
 @click.option("--max-file-mb", type=float, default=checks.MAX_FILE_MB, show_default=True,
               help="Image files larger than this (MiB) are skipped unread, with the reason "
                    "recorded (as are FIFOs, devices and other non-regular files).")
+@click.option("--pack", default=DEFAULT_PACK, show_default=True,
+              help="Store the images in the cache too, so that no later stage reads the folder: "
+                   "original (the files' bytes), jpeg:SIDE[:QUALITY] (longer side at most SIDE "
+                   "px, re-encoded once at QUALITY, default 90; the views are rendered from it) "
+                   "or none.")
 @click.option("--no-draft", is_flag=True,
               help="Decode JPEGs at full size, never by DCT draft (the method of caches made "
                    "before the draft: resumes them).")

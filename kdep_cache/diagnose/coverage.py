@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..cache.schema import RAW
+from ..cache.schema import PACK, PACK_OFFSETS, RAW
 from ..cache.store import Store
 from ..errors import InputError
 from ..fit.moments import pca
 from ..fit.run import accumulate
 from ..runtime.device import autocast, resolve_device
 from ..transfer.classification.data import FolderDataset, test_transform
+from ..views.files import Blob
 from ..views.images import ImageList, scan_images
 
 
@@ -58,10 +59,11 @@ def _sample(il: ImageList, n: int, seed: int) -> ImageList:
 
 @torch.no_grad()
 def teacher_features(teacher, il: ImageList, device: torch.device, batch_size: int = 64,
-                     workers: int = 0) -> tuple[np.ndarray, int]:
-    """The teacher's cached feature (``pre``) of each image's centre view; (rows, skipped)."""
+                     workers: int = 0, blobs=None) -> tuple[np.ndarray, int]:
+    """The teacher's cached feature (``pre``) of each image's centre view; (rows, skipped).
+    ``blobs``: the images' bytes from a cache's pack instead of their files."""
     ds = FolderDataset(il, test_transform(teacher.image_size, teacher.mean, teacher.std),
-                       teacher.image_size)
+                       teacher.image_size, blobs)
     rows, skipped = [], 0
     for x, _, reasons in DataLoader(ds, batch_size=batch_size, num_workers=workers):
         ok = torch.tensor([not r for r in reasons])
@@ -105,24 +107,33 @@ def coverage(cache: str | Path, downstream: str | Path, dim: int | None = None,
               "cache_variance_kept": float(evals[:d].sum() / max(evals.sum(), 1e-300)),
               "downstream": {**_measure(x_down, basis, m.mean, total),
                              "undecodable": bad_down}}
-    own = _own_images(store)
+    own, blobs = _own_images(store)
     if own is None:
         report["distillation_set"] = {"available": False,
                                       "reason": "the cache's source images are not readable"}
     else:
-        x_own, bad_own = teacher_features(teacher, _sample(own, max_images, seed), dev)
+        x_own, bad_own = teacher_features(teacher, _sample(own, max_images, seed), dev,
+                                          blobs=blobs)
         report["distillation_set"] = {"available": True, "undecodable": bad_own,
                                       **_measure(x_own, basis, m.mean, total)}
     report["headline"] = headline(report)
     return report
 
 
-def _own_images(store: Store) -> ImageList | None:
-    """The cache's images that are still on disk, from its fingerprint-checked image list."""
+def _own_images(store: Store):
+    """The cache's images, from its fingerprint-checked image list: a packed cache's from its
+    pack (every packed one, the folder never read), else those still on disk.
+    -> (ImageList or None, blobs or None)."""
     from ..cache.sidecar import read_image_list
     il = read_image_list(store.dir, store.manifest["settings"])
+    if store.packed:
+        store.check_all((PACK, PACK_OFFSETS))
+        ids = {p: i for i, p in enumerate(il.paths) if len(store.blob(i))}
+        present = [p for p in il.paths if p in ids]
+        blobs = (lambda rel: Blob(store.blob(ids[rel]), rel)) if present else None
+        return (ImageList(il.root, present, [-1] * len(present)) if present else None), blobs
     present = [p for p in il.paths if (Path(il.root) / p).is_file()]
-    return ImageList(il.root, present, [-1] * len(present)) if present else None
+    return (ImageList(il.root, present, [-1] * len(present)) if present else None), None
 
 
 def headline(r: dict) -> str:

@@ -26,12 +26,12 @@ from ..cache.manifest import (
     shard_done,
     shard_entry,
 )
-from ..cache.schema import CONFIG, IMAGES, MANIFEST, RAW, shard_name
+from ..cache.schema import CONFIG, IMAGES, MANIFEST, PACK, PACK_OFFSETS, RAW, shard_name
 from ..cache.store import write_shard
 from ..checks import MAX_FILE_MB, check_options
 from ..errors import InputError
 from ..models import load_teacher
-from ..names import RENDER_GPU, STORAGE_DTYPES
+from ..names import DEFAULT_PACK, RENDER_GPU, STORAGE_DTYPES
 from ..runtime import dist
 from ..runtime.device import autocast, prepare_model, resolve_device, resolved_precision
 from ..runtime.progress import Progress
@@ -42,7 +42,10 @@ from ..views.datasets import Collate, ViewDataset, collate, worker_init
 from ..views.files import composited_line
 from ..views.images import ImageList, count_composited, scan_images
 from ..views.nvjpeg import GpuItems, collate_bytes, render_batch, require_cuda
+from ..views.pack import PackSpec
 from ..views.photometric import finish
+from ..views.readers import PackingReader
+from .packing import PackShard, pack_line, pack_totals
 
 log = logging.getLogger(__name__)
 DEFAULT_IMAGE_SIZE = 224  # the paper's; used when the teacher's checkpoint names no size
@@ -76,6 +79,7 @@ class ExtractConfig:
     rank: int = 0                  # this process writes shards s with s % world_size == rank
     world_size: int = 1
     max_file_mb: float = MAX_FILE_MB  # larger files are skipped unread (not a content setting)
+    pack: str = DEFAULT_PACK       # none | original | jpeg:SIDE[:QUALITY]: store the images too
 
 
 def _validate(cfg: ExtractConfig) -> None:
@@ -112,6 +116,7 @@ def extract(cfg: ExtractConfig) -> dict:
         require_cuda(device)
         cfg = replace(cfg, augment=replace(cfg.augment, render=RENDER_GPU))
     autocast(device, precision)  # validates the combination before any work
+    pack = PackSpec.parse(cfg.pack)
     out = Path(cfg.out)
     settings = {"format": RAW, "teacher": tinfo.to_json(), "augment": cfg.augment.to_json(),
                 "seed": cfg.seed, "views": cfg.views, "image_size": cfg.image_size,
@@ -119,7 +124,8 @@ def extract(cfg: ExtractConfig) -> dict:
                 "save_post": cfg.save_post,
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
-                "param_fields": list(PARAM_FIELDS)}
+                "param_fields": list(PARAM_FIELDS),
+                **({"pack": str(pack)} if pack.enabled else {})}  # absent: caches before it
     with (rank_lock(out, cfg.rank, cfg.world_size),  # a failure before the first shard:
           forget_on_failure(out, (CONFIG, IMAGES), "shard-*.h5", cfg.world_size == 1)):
         load_or_init_config(out, settings, images.to_json())
@@ -140,9 +146,10 @@ def extract(cfg: ExtractConfig) -> dict:
                        "img", "extract", enabled=d.main)
         for n, s in enumerate(todo):
             lo, hi = _range(s, cfg, len(images))
-            arrays, skipped = _extract_shard(cfg, images, teacher, device, precision, mean, std,
-                                             lo, hi, bar)
-            attrs = {**settings, "start": lo, "stop": hi, "skipped": skipped}
+            arrays, skipped, packed = _extract_shard(cfg, images, teacher, device, precision,
+                                                     mean, std, lo, hi, bar, pack)
+            attrs = {**settings, "start": lo, "stop": hi, "skipped": skipped,
+                     **({"pack_stats": packed} if packed else {})}
             entry = write_shard(out / shard_name(s), attrs, arrays)
             record_shard(out, s, entry, lo, hi, skipped)
             written += entry["bytes"]
@@ -165,7 +172,9 @@ def extract(cfg: ExtractConfig) -> dict:
                "bytes_written": written, "device": str(device), "precision": precision,
                "skipped": len(manifest["skipped"]) if manifest else None,
                "ignored": images.scan_summary(),
-               **({"transparent": composited_line(manifest["scan"])} if manifest else {})}
+               **({"transparent": composited_line(manifest["scan"])} if manifest else {}),
+               **({"pack": pack_line(manifest["pack"])} if manifest and "pack" in manifest
+                  else {})}
     return summary
 
 
@@ -178,8 +187,10 @@ def _finalize(out: Path, settings: dict, n_shards: int, cfg: ExtractConfig, dim:
     skipped = [x["id"] for s in range(n_shards) for x in shard_entry(out, s).get("skipped", [])]
     scan = {**scan, "composited": count_composited(images, skipped),
             "background": list(cfg.augment.background)}  # #23.19: transparent images
-    return finalize_store(out, settings, n_shards, arrays=_array_names(cfg),
-                          extra={"dim": dim, "dtype": cfg.dtype, "scan": scan})
+    extra = {"dim": dim, "dtype": cfg.dtype, "scan": scan}
+    if "pack" in settings:
+        extra["pack"] = pack_totals(out, n_shards, settings["pack"])
+    return finalize_store(out, settings, n_shards, arrays=_array_names(cfg), extra=extra)
 
 
 def _range(s: int, cfg: ExtractConfig, n: int) -> tuple[int, int]:
@@ -188,19 +199,22 @@ def _range(s: int, cfg: ExtractConfig, n: int) -> tuple[int, int]:
 
 def _array_names(cfg: ExtractConfig) -> list[str]:
     return (["features", "params", "valid", *IDENTITY] + (["logits"] if cfg.save_logits else [])
-            + (["post"] if cfg.save_post else []))
+            + (["post"] if cfg.save_post else [])
+            + ([PACK, PACK_OFFSETS] if PackSpec.parse(cfg.pack).enabled else []))
 
 
 @torch.no_grad()
-def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, bar):
+def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, bar, pack):
     K, n = cfg.views, hi - lo
+    reader = PackingReader(images, pack, cfg.augment.background) if pack.enabled else None
     # the CPU part in the workers (uint8); the device part on the whole batch: in the workers
     # when the teacher runs on the CPU, on the teacher's device after the copy otherwise
     on_cpu = device.type == "cpu"
     gpu = cfg.augment.render == RENDER_GPU
-    ds = (GpuItems(images, np.arange(lo, hi), range(K), cfg.augment, cfg.seed) if gpu else
-          ViewDataset(images, np.arange(lo, hi), range(K), cfg.image_size, mean, std,
-                      spec=cfg.augment, seed=cfg.seed, finish=False))
+    ds = (GpuItems(images, np.arange(lo, hi), range(K), cfg.augment, cfg.seed, reader) if gpu
+          else ViewDataset(images, np.arange(lo, hi), range(K), cfg.image_size, mean, std,
+                           spec=cfg.augment, seed=cfg.seed, finish=False, reader=reader))
+    blobs = PackShard(n) if pack.enabled else None
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
                         collate_fn=collate_bytes if gpu else
                         Collate((mean, std)) if on_cpu else collate,
@@ -220,6 +234,8 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
             x = render_batch(x, p, cfg.image_size, device).mark(ok, reasons)
         local = (ids - lo).numpy()
         file_size[local], file_sha[local] = batch.file_size.numpy(), batch.file_sha256.numpy()
+        if blobs is not None:
+            blobs.add(local, batch.packed, ok.tolist(), batch.file_sha256.numpy())
         for i, good, why in zip(ids.tolist(), ok.tolist(), reasons):
             if not good:
                 log.warning("skipping %s: %s", images.paths[i], why)
@@ -248,7 +264,9 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
         arrays["logits"] = logits
     if post is not None:
         arrays["post"] = post
-    return arrays, skipped
+    if blobs is not None:
+        arrays[PACK], arrays[PACK_OFFSETS] = blobs.arrays()
+    return arrays, skipped, blobs.stats() if blobs is not None else None
 
 
 def _forward_chunks(teacher, x, cfg, device, precision) -> dict:

@@ -23,11 +23,13 @@ from torch.utils.data import DataLoader
 
 from ..cache.identity import ARRAYS as IDENTITY
 from ..cache.identity import check_batch
+from ..cache.schema import PACK, PACK_OFFSETS
 from ..errors import ArtifactError
 from ..names import RENDER_GPU
 from ..views.datasets import Collate, collate, worker_init
 from ..views.nvjpeg import collate_bytes, render_batch
 from ..views.photometric import finish
+from ..views.readers import shared_known
 from .dataset import RunViews
 from .order import EpochOrder
 from .prefetch import prefetch
@@ -47,10 +49,16 @@ class Feed:
         workers = default_workers(self.device, world) if workers is None else workers
         self.order = EpochOrder(src, seed, batch_size, rank, world)
         self.labels = np.asarray(src.images.labels)
-        self.identity = src.cache is not None and all(src.cache.has(a) for a in IDENTITY)
+        packed = src.cache is not None and src.cache.packed
+        self.identity = (src.cache is not None and not packed
+                         and all(src.cache.has(a) for a in IDENTITY))
+        # the files' stats after their sha256 was checked once (shared with the workers)
+        self.known = shared_known(len(src.images)) if self.identity else None
         if src.cache is not None:
-            src.cache.map_all("params")
-        self.loader = DataLoader(RunViews(src), batch_sampler=self.order, num_workers=workers,
+            for name in ("params", *((PACK, PACK_OFFSETS) if packed else ())):
+                src.cache.map_all(name)  # before the workers fork: they share the maps
+        self.loader = DataLoader(RunViews(src, self.known), batch_sampler=self.order,
+                                 num_workers=workers,
                                  collate_fn=collate_bytes if gpu else
                                  Collate((src.mean, src.std)) if on_cpu else collate,
                                  worker_init_fn=worker_init, pin_memory=pin and not on_cpu,
@@ -99,9 +107,7 @@ class EpochBatches:
                                     f"({b.reasons[int(np.flatnonzero(~ok.numpy())[0])]})")
             idn = ids.numpy()
             if self.feed.identity:  # the bytes the workers decoded are the extracted ones
-                check_batch(src.images, idn, b.file_size.numpy(), b.file_sha256.numpy(),
-                            src.cache.read("file_size", idn), src.cache.read("file_sha256", idn),
-                            "the cache was extracted from")
+                self._check_identity(b, idn)
             if needs == "targets":
                 t = torch.from_numpy(src.targets.read("targets", idn, view=v))
             elif needs in ("features", "post", "logits"):
@@ -117,6 +123,18 @@ class EpochBatches:
             else:  # uint8 views still need the device part (its parameters come along)
                 yield TrainBatch(x[:, 0], t, w, b.params[:, 0] if x.dtype == torch.uint8
                                  else None)
+
+
+    def _check_identity(self, b, idn) -> None:
+        """Each file's sha256 once (the rows the workers hashed), then its stat, recorded in
+        ``known``, stands for it; a stat that changes makes the worker hash it again."""
+        src, h = self.feed.src, b.hashed.numpy()
+        if h.any():
+            ids = idn[h]
+            check_batch(src.images, ids, b.file_size.numpy()[h], b.file_sha256.numpy()[h],
+                        src.cache.read("file_size", ids), src.cache.read("file_sha256", ids),
+                        "the cache was extracted from")
+            self.feed.known[torch.from_numpy(ids)] = b.file_stat[torch.from_numpy(h)]
 
 
 def default_workers(device: torch.device, local_ranks: int = 1) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 from ..cache.identity import ARRAYS as IDENTITY
 from ..cache.identity import check_sizes
 from ..cache.manifest import IMAGES
-from ..cache.schema import RAW, TARGETS
+from ..cache.schema import PACK, PACK_OFFSETS, RAW, TARGETS
 from ..cache.sidecar import read_image_list
 from ..cache.store import Store
 from ..errors import InputError, LineageError
@@ -85,18 +85,20 @@ def open_source(targets: str | None, cache: str | None, data: str | None, needs:
         raise InputError(f"cache {cache} has no teacher {needs}: re-extract with {flag}")
     images = read_image_list(cstore.dir, cstore.manifest["settings"],  # as fingerprinted
                              root=str(Path(data).resolve()) if data else None)
-    if data is not None:
+    packed = cstore.packed  # the images are in the cache: the folder is never read
+    if data is not None and not packed:
         _check_images_present(images)
     # every array this run reads is the one the manifest lists, before any work (only those:
     # the teacher features of a big cache are not read by a kdep student)
     cstore.check_arrays = tuple({"params", "valid", *IDENTITY,
-                                 *([needs] if needs in ("features", "post", "logits") else [])})
+                                 *([needs] if needs in ("features", "post", "logits") else []),
+                                 *((PACK, PACK_OFFSETS) if packed else ())})
     cstore.check_all(cstore.check_arrays)
     if tstore is not None:
         tstore.check_arrays = ("targets", "valid")
         tstore.check_all(tstore.check_arrays)
     valid = np.concatenate([v for _, _, v in cstore.iter_shards("valid")]).astype(bool)
-    if all(cstore.has(a) for a in IDENTITY):
+    if all(cstore.has(a) for a in IDENTITY) and not packed:
         ids = np.flatnonzero(valid)
         check_sizes(images, ids, cstore.read("file_size", ids), "the cache was extracted from")
     if needs == "labels" and min(images.labels, default=-1) < 0:

@@ -20,10 +20,11 @@ from torch.utils.data import Dataset
 from ..checks import BACKGROUNDS, DEFAULT_BACKGROUND
 from ..errors import InputError
 from ..names import RENDER_DRAFT, RENDER_FULL, RENDER_GPU
-from ..storage.digest import SHA_BYTES, file_identity
 from .augment import N_PARAMS, AugmentSpec, crop_resize, draft_factor, sample_params
+from .files import openable
 from .images import MAX_PIXELS, BadImage, ImageList, load_rgb
 from .photometric import finish as finish_views
+from .readers import NO_SHA, FolderReader, Ident
 
 
 class ViewItem(NamedTuple):
@@ -36,7 +37,8 @@ class ViewItem(NamedTuple):
     params: torch.Tensor     # (K, P) float64
     ok: bool
     reason: str              # why not ``ok`` ("" when ok)
-    ident: tuple             # (file size, file sha256): the bytes' content identity
+    ident: Ident             # the source file's size, sha256 (None: stat-matched), stat
+    packed: bytes | None = None  # extract --pack: what the pack stores for this image
 
 
 class ViewBatch(NamedTuple):
@@ -48,18 +50,25 @@ class ViewBatch(NamedTuple):
     ok: torch.Tensor             # (n,) bool
     reasons: list
     file_size: torch.Tensor      # (n,) int64
-    file_sha256: torch.Tensor    # (n, 32) uint8
+    file_sha256: torch.Tensor    # (n, 32) uint8 (zeros where not ``hashed``)
+    hashed: torch.Tensor         # (n,) bool: the worker computed the sha256 (else: stat matched)
+    file_stat: torch.Tensor      # (n, 3) int64: (size, mtime_ns, inode) as read; -1 unknown
+    packed: list                 # extract --pack: each image's packed bytes (None without)
 
 
 def batch_of(items, views) -> ViewBatch:
     """The :class:`ViewBatch` of ``items`` with ``views`` already stacked (or listed)."""
-    sizes = np.array([it.ident[0] for it in items], dtype=np.int64)
-    shas = np.frombuffer(b"".join(it.ident[1] for it in items), dtype=np.uint8).reshape(
-        len(items), -1)
+    sizes = np.array([it.ident.size for it in items], dtype=np.int64)
+    shas = np.frombuffer(b"".join(it.ident.sha or NO_SHA for it in items),
+                         dtype=np.uint8).reshape(len(items), -1)
+    stats = [it.ident.stat or (-1, -1, -1) for it in items]
     return ViewBatch(torch.tensor([it.id for it in items]), views,
                      torch.stack([it.params for it in items]),
                      torch.tensor([it.ok for it in items]), [it.reason for it in items],
-                     torch.from_numpy(sizes), torch.from_numpy(shas.copy()))
+                     torch.from_numpy(sizes), torch.from_numpy(shas.copy()),
+                     torch.tensor([it.ident.sha is not None for it in items]),
+                     torch.tensor(stats, dtype=torch.int64).reshape(len(items), 3),
+                     [it.packed for it in items])
 
 
 class ViewDataset(Dataset):
@@ -71,10 +80,11 @@ class ViewDataset(Dataset):
 
     def __init__(self, images: ImageList, ids, views, size: int, mean, std,
                  spec: AugmentSpec | None = None, seed: int = 0, params: np.ndarray | None = None,
-                 finish: bool = True):
+                 finish: bool = True, reader=None):
         self.images, self.ids = images, np.asarray(ids, dtype=np.int64)
         self.views, self.size, self.mean, self.std = list(views), size, mean, std
         self.spec, self.seed, self.params, self.finish = spec, seed, params, finish
+        self.reader = reader
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,34 +92,33 @@ class ViewDataset(Dataset):
     def __getitem__(self, j: int):
         p = None if self.params is None else self.params[j]
         return render_views(self.images, int(self.ids[j]), self.views, self.size, self.mean,
-                            self.std, self.spec, self.seed, p, self.finish)
+                            self.std, self.spec, self.seed, p, self.finish, self.reader)
 
 
 def render_views(images: ImageList, i: int, views, size: int, mean, std,
                  spec: AugmentSpec | None, seed: int, params: np.ndarray | None = None,
-                 finish: bool = True):
+                 finish: bool = True, reader=None):
     """Image ``i`` decoded once (once per JPEG draft factor), rendered at each of ``views``:
     stored ``params`` (K, P) replayed, or sampled from ``(seed, view, i)``.
     -> :class:`ViewItem`: views (K,3,S,S) normalized float32 when
-    ``finish``, else uint8 (the device part still to apply); ``ident`` = (size, sha256) of
-    the file's bytes (the image's content identity)."""
+    ``finish``, else uint8 (the device part still to apply); ``ident`` = the source file's
+    content identity. ``reader`` (:mod:`kdep_cache.views.readers`) says where the bytes come
+    from: the file by default (read once: hashed and decoded from memory), or a pack."""
     k = len(views)
-    path = Path(images.root) / images.paths[i]
-    why = images.problem(i)  # a FIFO, a device, a huge file: skipped unread (#23.3)
-    ident = file_identity(path) if why is None else (-1, bytes(SHA_BYTES))
+    read = (reader or FolderReader(images))(i)
     bg = spec.background if spec is not None else BACKGROUNDS[DEFAULT_BACKGROUND]
     method = spec.render if spec is not None else RENDER_FULL
     try:
-        if why is not None:
-            raise BadImage(why)
-        ps, x = _render_u8(path, bg, method, views, size, spec, seed, i, params)
+        if read.src is None:
+            raise BadImage(read.why)
+        ps, x = _render_u8(read.src, bg, method, views, size, spec, seed, i, params)
     except BadImage as e:
         x = torch.zeros(k, 3, size, size, dtype=torch.float32 if finish else torch.uint8)
         return ViewItem(i, x, torch.zeros(k, N_PARAMS, dtype=torch.float64), False, str(e),
-                        ident)
+                        read.ident)
     if finish:
         x = finish_views(x, ps, mean, std)
-    return ViewItem(i, x, torch.from_numpy(ps), True, "", ident)
+    return ViewItem(i, x, torch.from_numpy(ps), True, "", read.ident, read.packed)
 
 
 def _render_u8(path, bg, method, views, size, spec, seed, i, params):
@@ -154,7 +163,7 @@ def jpeg_header(path: Path) -> tuple[int, int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            with Image.open(path) as im:
+            with Image.open(openable(path)) as im:
                 w, h = im.size
                 if im.format != "JPEG" or w * h > MAX_PIXELS or min(w, h) < 1:
                     return None

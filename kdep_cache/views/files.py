@@ -6,8 +6,10 @@ header). Used by :mod:`kdep_cache.views.images` and the datasets; nothing here d
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -56,6 +58,35 @@ def file_problem(path: str | os.PathLike, max_bytes: int | None = None) -> str |
     return None
 
 
+class Blob(NamedTuple):
+    """An image's bytes already in memory (read once from its file, or from a cache's pack),
+    with its relative path (the name says the format, e.g. SVG). The decoders take a
+    :class:`Blob` wherever they take a path, and then never open a file."""
+
+    data: bytes
+    name: str
+
+
+def blob_len(src) -> int:
+    return len(src.data) if isinstance(src, Blob) else os.path.getsize(src)
+
+
+def blob_bytes(src) -> bytes:
+    if isinstance(src, Blob):
+        return bytes(src.data)
+    with open(src, "rb") as f:
+        return f.read()
+
+
+def openable(src):
+    """What :func:`PIL.Image.open` takes for ``src`` (a path or a :class:`Blob`)."""
+    return io.BytesIO(src.data) if isinstance(src, Blob) else src
+
+
+def src_name(src) -> str:
+    return src.name if isinstance(src, Blob) else str(src)
+
+
 _ARITHMETIC_SOF = tuple(bytes([0xFF, m]) for m in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 
 
@@ -67,11 +98,10 @@ def jpeg_too_short(path, w: int, h: int) -> str | None:
     one Huffman-coded bit (its DC difference), hence at least ceil(w/8)*ceil(h/8)/8 bytes;
     arithmetic-coded JPEGs (rare) can go below one bit a block and are not checked."""
     blocks = -(-w // 8) * -(-h // 8)
-    size = os.path.getsize(path)
+    size = blob_len(path)
     if size * 8 >= blocks:
         return None
-    with open(path, "rb") as f:
-        data = f.read()
+    data = blob_bytes(path)
     if any(m in data for m in _ARITHMETIC_SOF):
         return None
     return (f"truncated JPEG: the header declares {w}x{h} ({blocks} blocks, at least "

@@ -26,11 +26,14 @@ from ..errors import InputError
 from .files import (  # noqa: F401  (file_problem, composited: re-exported)
     ALPHA_MODES,
     NOT_UTF8,
+    Blob,
     composited,
     count_composited,
     file_problem,
     jpeg_too_short,
+    openable,
     printable,
+    src_name,
     utf8,
 )
 from .svg import SVG_EXTENSIONS, SVG_HINT, rasterise, svg_supported
@@ -227,22 +230,23 @@ def class_balanced_subset(il: ImageList, fraction: float, seed: int) -> ImageLis
 def load_rgb(path: str | os.PathLike,
              background: tuple = BACKGROUNDS[DEFAULT_BACKGROUND], draft: int = 1,
              max_bytes: int | None = None) -> Image.Image:
-    """Decode ``path`` to an 8-bit RGB PIL image, or raise :class:`BadImage` with a reason.
+    """Decode ``path`` (a file, or a :class:`~kdep_cache.views.files.Blob` in memory) to an
+    8-bit RGB PIL image, or raise :class:`BadImage` with a reason.
     Transparent pixels are composited onto ``background`` (an RGB triple). ``draft`` = 2, 4
     or 8: a JPEG is decoded at 1/draft of its size in the DCT domain (each side rounded up;
     other formats ignore it: the caller tells them apart by the size it gets)."""
-    why = file_problem(path, max_bytes)  # before any open: FIFOs, devices, huge files
-    if why is not None:
+    why = None if isinstance(path, Blob) else file_problem(path, max_bytes)  # before any
+    if why is not None:  # open: FIFOs, devices, huge files (a Blob is already in memory)
         raise BadImage(why)
     try:
-        if str(path).lower().endswith(SVG_EXTENSIONS):
+        if src_name(path).lower().endswith(SVG_EXTENSIONS):
             try:
                 return _to_rgb(rasterise(path, MAX_PIXELS), background)
             except ValueError as e:
                 raise BadImage(str(e)) from None
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(openable(path)) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise BadImage(f"declared size {w}x{h} exceeds the {MAX_PIXELS} pixel limit")

@@ -9,7 +9,6 @@ PIL-rendered cache is never replayed by it. CUDA only; NOT RUN on this project's
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -18,9 +17,9 @@ from torch.utils.data import Dataset
 
 from ..errors import InputError
 from ..names import RENDER_GPU
-from ..storage.digest import file_identity
 from .augment import N_PARAMS, AugmentSpec, sample_params
 from .datasets import ViewBatch, ViewItem, batch_of, jpeg_header
+from .readers import FolderReader
 
 NO_CUDA = ("--decode gpu decodes JPEGs with torchvision.io.decode_jpeg on CUDA, and there is "
            "no CUDA device here: use --decode cpu")
@@ -73,35 +72,37 @@ class Rendered(NamedTuple):
         return self.views
 
 
-def read_item(images, i: int, views, spec: AugmentSpec, seed: int, params=None):
-    """Worker side: the file's bytes and each view's parameters (sampled on the oriented
-    size from the header). -> :class:`ViewItem` with ``views`` a :class:`Jpeg`."""
-    path = Path(images.root) / images.paths[i]
-    why = images.problem(i)  # a FIFO, a device, a huge file: skipped unread (#23.3)
-    ident = file_identity(path) if why is None else (-1, bytes(32))
-    head = jpeg_header(path) if why is None else None
+def read_item(images, i: int, views, spec: AugmentSpec, seed: int, params=None, reader=None):
+    """Worker side: the image's bytes (its file read once, or a pack's: ``reader``) and each
+    view's parameters (sampled on the oriented size from the header).
+    -> :class:`ViewItem` with ``views`` a :class:`Jpeg`."""
+    read = (reader or FolderReader(images))(i)
+    head = jpeg_header(read.src) if read.src is not None else None
     if head is None:
         return ViewItem(i, Jpeg(torch.zeros(0, dtype=torch.uint8), 1, images.paths[i]),
                         torch.zeros(len(views), N_PARAMS, dtype=torch.float64), False,
-                        why or "not a JPEG: --decode gpu reads JPEGs only", ident)
-    data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+                        read.why or "not a JPEG: --decode gpu reads JPEGs only", read.ident)
+    data = torch.frombuffer(bytearray(read.src.data), dtype=torch.uint8)
     if params is None:
         params = np.stack([sample_params(spec, seed, v, i, head[0], head[1]) for v in views])
     return ViewItem(i, Jpeg(data, head[2], images.paths[i]),
-                    torch.from_numpy(np.asarray(params, dtype=np.float64)), True, "", ident)
+                    torch.from_numpy(np.asarray(params, dtype=np.float64)), True, "", read.ident,
+                    read.packed)
 
 
 class GpuItems(Dataset):
     """Items of :func:`read_item` for extract (``views`` sampled) or replay (stored)."""
 
-    def __init__(self, images, ids, views, spec: AugmentSpec, seed: int):
+    def __init__(self, images, ids, views, spec: AugmentSpec, seed: int, reader=None):
         self.images, self.ids, self.views, self.spec, self.seed = images, ids, views, spec, seed
+        self.reader = reader
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, j: int):
-        return read_item(self.images, int(self.ids[j]), self.views, self.spec, self.seed)
+        return read_item(self.images, int(self.ids[j]), self.views, self.spec, self.seed,
+                         reader=self.reader)
 
 
 def collate_bytes(items) -> ViewBatch:

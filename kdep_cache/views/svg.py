@@ -31,7 +31,7 @@ def rasterise(path, max_pixels: int) -> Image.Image:
         from cairosvg.parser import Tree
     except (ImportError, OSError):
         raise ValueError(f"SVG needs the optional cairosvg package: {SVG_HINT}") from None
-    data = Path(path).read_bytes()
+    data = path.data if hasattr(path, "data") else Path(path).read_bytes()  # a Blob
     if b"<!ENTITY" in data:  # Illustrator & co. declare internal entities (#23.18)
         data = expand_entities(data)
     try:  # the declared size first (units resolved at 96 dpi), so a bomb is never allocated

@@ -137,17 +137,20 @@ def test_transform(size: int, mean, std) -> T.Compose:
 
 
 class FolderDataset(Dataset):
-    """Item ``j`` -> (image tensor, label, error reason or "")."""
+    """Item ``j`` -> (image tensor, label, error reason or ""). ``blobs`` (relative path ->
+    :class:`~kdep_cache.views.files.Blob`): read the images from there (a cache's pack), not
+    from files."""
 
-    def __init__(self, images: ImageList, transform, size: int):
-        self.images, self.transform, self.size = images, transform, size
+    def __init__(self, images: ImageList, transform, size: int, blobs=None):
+        self.images, self.transform, self.size, self.blobs = images, transform, size, blobs
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, j: int):
         try:
-            img = load_rgb(Path(self.images.root) / self.images.paths[j])
+            rel = self.images.paths[j]
+            img = load_rgb(self.blobs(rel) if self.blobs else Path(self.images.root) / rel)
         except BadImage as e:
             return torch.zeros(3, self.size, self.size), -1, f"{self.images.paths[j]}: {e}"
         return self.transform(img), int(self.images.labels[j]), ""
