@@ -40,9 +40,11 @@ nproc >>"$OUT/env.txt"
 #    #1 EXIF orientation + #2 a CMYK file in an nvJPEG batch (test_gpu_paths.py
 #    test_cuda_decode_applies_exif_and_decodes_cmyk), #20 one pinned parameter tensor per batch
 #    (test_cuda_parameters_are_one_pinned_tensor), #3 timm BatchNormAct2d -> SyncBatchNormAct
-#    keeps its ReLU on CUDA (test_syncbn.py test_cuda_sync_norm_act_runs_and_keeps_its_activation)
+#    keeps its ReLU on CUDA (test_syncbn.py test_cuda_sync_norm_act_runs_and_keeps_its_activation);
+#    issue 26.4: nvJPEG from a pack (EXIF baked in, a PNG source re-encoded) equals PIL
+#    (test_pack.py test_cuda_nvjpeg_from_the_pack_matches_pil)
 timeout "$(cap 60)" "$PY" -m pytest -q -m cuda tests/test_feed.py tests/test_gpu_paths.py \
-  tests/test_syncbn.py -p no:cacheprovider \
+  tests/test_syncbn.py tests/test_pack.py -p no:cacheprovider \
   --junitxml="$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1
 status cuda-tests $?
 
@@ -72,7 +74,13 @@ status torchrun $?
      >$W/extract-gpu.json && cat $W/extract-gpu.json &&
   $PY -c \"import json; assert json.load(open('$W/extract-gpu.json'))['skipped'] == 0\" &&
   $KC train-student --cache $W/cache-gpu --objective conv1x1-pre --student resnet18 \
-     --epochs 1 --batch-size 4 --device cuda --out $W/run-gpu --json") >"$OUT/decode-gpu.log" 2>&1
+     --epochs 1 --batch-size 4 --device cuda --out $W/run-gpu --json &&
+  $KC extract --data tests/data/cifar --teacher resnet18 --teacher-weights $W/r18.pth \
+     --views 2 --image-size 32 --out $W/cache-gpu-pack --device cuda --decode gpu \
+     --pack jpeg:256 --json && \
+  $KC train-student --cache $W/cache-gpu-pack --objective conv1x1-pre --student resnet18 \
+     --epochs 1 --batch-size 4 --device cuda --out $W/run-gpu-pack --json") \
+  >"$OUT/decode-gpu.log" 2>&1
 status decode-gpu $?
 
 # 5. the benchmark (<= 200 s): photos from mate-backgrounds if present (re-encoded at the
