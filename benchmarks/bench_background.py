@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, environment, pick_files  # noqa: E402
 
 from kdep_cache.checks import BACKGROUNDS  # noqa: E402
-from kdep_cache.views.images import _to_rgb  # noqa: E402
+from kdep_cache.views.decode import _to_rgb  # noqa: E402
 
 
 def icons() -> list[Image.Image]:
