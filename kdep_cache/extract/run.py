@@ -29,6 +29,7 @@ from ..cache.manifest import (
 from ..cache.schema import CONFIG, IMAGES, MANIFEST, RAW, shard_name
 from ..cache.store import write_shard
 from ..checks import MAX_FILE_MB, check_options
+from ..checks.multilayer import DEFAULT_GRID
 from ..errors import InputError
 from ..models import load_teacher
 from ..names import RENDER_GPU, STORAGE_DTYPES
@@ -43,6 +44,7 @@ from ..views.files import composited_line
 from ..views.images import ImageList, count_composited, scan_images
 from ..views.nvjpeg import GpuItems, collate_bytes, render_batch, require_cuda
 from ..views.photometric import finish
+from . import maps as layer_maps
 
 log = logging.getLogger(__name__)
 DEFAULT_IMAGE_SIZE = 224  # the paper's; used when the teacher's checkpoint names no size
@@ -76,6 +78,8 @@ class ExtractConfig:
     rank: int = 0                  # this process writes shards s with s % world_size == rank
     world_size: int = 1
     max_file_mb: float = MAX_FILE_MB  # larger files are skipped unread (not a content setting)
+    layers: tuple[str, ...] | None = None  # teacher stages whose G x G maps are cached too
+    grid: int = DEFAULT_GRID       # 2: README "Multi-layer KD" (bytes per view per layer)
 
 
 def _validate(cfg: ExtractConfig) -> None:
@@ -106,6 +110,7 @@ def extract(cfg: ExtractConfig) -> dict:
     if cfg.image_size is None:  # timm pretrained_cfg / HF preprocessor_config, else 224
         cfg = replace(cfg, image_size=int(tinfo.input_size or DEFAULT_IMAGE_SIZE))
         check_options({k: getattr(cfg, k) for k in ("image_size", "views", "batch_size")})
+    layer_maps.attach(cfg, teacher, tinfo)  # checked before any write; hooks add out["maps"]
     device = dist.rank_device(resolve_device(cfg.device))
     precision = resolved_precision(device, cfg.precision)
     if cfg.decode == "gpu":
@@ -119,7 +124,7 @@ def extract(cfg: ExtractConfig) -> dict:
                 "save_post": cfg.save_post,
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
-                "param_fields": list(PARAM_FIELDS)}
+                "param_fields": list(PARAM_FIELDS), **layer_maps.settings(cfg)}
     with (rank_lock(out, cfg.rank, cfg.world_size),  # a failure before the first shard:
           forget_on_failure(out, (CONFIG, IMAGES), "shard-*.h5", cfg.world_size == 1)):
         load_or_init_config(out, settings, images.to_json())
@@ -188,7 +193,7 @@ def _range(s: int, cfg: ExtractConfig, n: int) -> tuple[int, int]:
 
 def _array_names(cfg: ExtractConfig) -> list[str]:
     return (["features", "params", "valid", *IDENTITY] + (["logits"] if cfg.save_logits else [])
-            + (["post"] if cfg.save_post else []))
+            + (["post"] if cfg.save_post else []) + layer_maps.names(cfg))
 
 
 @torch.no_grad()
@@ -213,6 +218,7 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
     file_sha = np.zeros((n, SHA_BYTES), dtype=np.uint8)
     logits = np.zeros((K, n, teacher.num_classes), dtype=dt) if cfg.save_logits else None
     post = np.zeros((K, n, teacher.dim), dtype=dt) if cfg.save_post else None
+    lmaps = layer_maps.MapArrays(cfg, n, dt)
     skipped = []
     for batch in loader:
         ids, x, p, ok, reasons = batch.ids, batch.views, batch.params, batch.ok, batch.reasons
@@ -238,6 +244,7 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
             if store is not None:
                 v = o[name].reshape(b, K, -1).transpose(0, 1).cpu().numpy()
                 store[:, local] = np.where(good[None, :, None], v, 0).astype(dt)
+        lmaps.fill(o, local, good)
         bar.update(b)
     if not np.all(np.isfinite(feats[:, valid.astype(bool)])):  # fp16 overflow or bad weights
         raise InputError(f"teacher produced non-finite features in images {lo}..{hi}: "
@@ -248,12 +255,13 @@ def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, b
         arrays["logits"] = logits
     if post is not None:
         arrays["post"] = post
+    arrays.update(lmaps.checked(valid, lo, hi))
     return arrays, skipped
 
 
 def _forward_chunks(teacher, x, cfg, device, precision) -> dict:
     """Teacher outputs for ``x`` computed in fixed-size, zero-padded chunks."""
-    outs = {"pre": [], "post": [], "logits": []}
+    outs, pooled = {"pre": [], "post": [], "logits": []}, {}
     n = x.shape[0]
     for lo in range(0, n, cfg.chunk):
         part = x[lo:lo + cfg.chunk]
@@ -265,4 +273,6 @@ def _forward_chunks(teacher, x, cfg, device, precision) -> dict:
         for k in outs:
             if o[k] is not None:
                 outs[k].append(o[k].float()[: min(cfg.chunk, n - lo)])
-    return {k: torch.cat(v) if v else None for k, v in outs.items()}
+        layer_maps.keep(pooled, o, cfg.grid, min(cfg.chunk, n - lo))
+    return {**{k: torch.cat(v) if v else None for k, v in outs.items()},
+            **layer_maps.joined(pooled)}
