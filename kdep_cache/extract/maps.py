@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..models.taps import Taps, map_shapes, pool_map
+from ..models.taps import Taps, depths, map_shapes, pool_map, tap_names
 
 PREFIX = "map:"
 
@@ -44,9 +44,13 @@ def attach(cfg, teacher, tinfo) -> Taps | None:
     return Taps(teacher, cfg.layers, what)
 
 
-def settings(cfg) -> dict:
-    """What --layers adds to the cache settings (nothing without it: older caches resume)."""
-    return {"layers": list(cfg.layers), "grid": cfg.grid} if cfg.layers else {}
+def settings(cfg, teacher) -> dict:
+    """What --layers adds to the cache settings (nothing without it: older caches resume):
+    the layers, the grid and each layer's relative depth in the teacher (for matching)."""
+    if not cfg.layers:
+        return {}
+    return {"layers": list(cfg.layers), "grid": cfg.grid,
+            "layer_depths": depths(cfg.layers, tap_names(teacher))}
 
 
 def names(cfg) -> list[str]:

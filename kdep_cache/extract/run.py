@@ -124,7 +124,7 @@ def extract(cfg: ExtractConfig) -> dict:
                 "save_post": cfg.save_post,
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
-                "param_fields": list(PARAM_FIELDS), **layer_maps.settings(cfg)}
+                "param_fields": list(PARAM_FIELDS), **layer_maps.settings(cfg, teacher)}
     with (rank_lock(out, cfg.rank, cfg.world_size),  # a failure before the first shard:
           forget_on_failure(out, (CONFIG, IMAGES), "shard-*.h5", cfg.world_size == 1)):
         load_or_init_config(out, settings, images.to_json())

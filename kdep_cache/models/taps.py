@@ -199,3 +199,27 @@ def stage_ends(fnet, size: int = 64) -> list[str]:
     ends = [n for n, nxt in zip(names, [*names[1:], None])
             if nxt is None or shapes[nxt][1:] != shapes[n][1:]]
     return ends[-4:]
+
+
+def depths(names, all_names) -> dict[str, float]:
+    """Relative depth of each of ``names`` in the network: (position + 1) / number of taps."""
+    return {n: (all_names.index(n) + 1) / len(all_names) for n in names}
+
+
+def match_by_depth(layer_depths: dict[str, float], stages: list[str],
+                   override: dict[str, str] | None = None) -> dict[str, str]:
+    """Teacher layer -> student stage: the stage nearest in relative depth ((j + 1) / n for
+    stage j of n; ties go deeper), or ``override`` (which then names the layers to use)."""
+    if override is not None:
+        bad = [t for t in override if t not in layer_depths]
+        if bad:
+            raise InputError(f"--match names layer {bad[0]!r}, which the cache does not hold; "
+                             f"its layers: {', '.join(layer_depths)}")
+        bad = [s for s in override.values() if s not in stages]
+        if bad:
+            raise InputError(f"--match names student stage {bad[0]!r}; the student's stages: "
+                             f"{', '.join(stages)}")
+        return dict(override)
+    n = len(stages)
+    return {t: stages[min(range(n), key=lambda j: (abs(d - (j + 1) / n), -j))]
+            for t, d in layer_depths.items()}

@@ -31,6 +31,8 @@ from ..views.photometric import finish
 from .dataset import RunViews
 from .order import EpochOrder
 from .prefetch import prefetch
+from .objectives_ml import NEEDS as MULTI
+from .objectives_ml import multi_target
 from .sources import Source
 from .step import TrainBatch
 
@@ -104,6 +106,8 @@ class EpochBatches:
                             "the cache was extracted from")
             if needs == "targets":
                 t = torch.from_numpy(src.targets.read("targets", idn, view=v))
+            elif needs == MULTI:  # kdep-ml: a MultiTarget record (pooled + per layer)
+                t = multi_target(src.targets, idn, v)
             elif needs in ("features", "post", "logits"):
                 t = torch.from_numpy(src.cache.read(needs, idn, view=v))
             elif needs == "labels":
