@@ -136,7 +136,8 @@ class Taps:
         else:
             c = net.config
             clip = self.fnet.adapter.family == "clip"
-            mod = net.vision_model.encoder if clip else net.layernorm
+            inner = getattr(net, "vision_model", net)  # CLIPVisionModel wraps it, or is it
+            mod = inner.encoder if clip else net.layernorm
             prefix = 1 + int(getattr(c, "num_register_tokens", 0) or 0)
             patch = (int(c.patch_size),) * 2
 
@@ -158,8 +159,10 @@ def _timm_tap(net, stage: str) -> tuple[str, str]:
     leaves = [(n, m) for n, m in net.named_modules() if not any(True for _ in m.children())]
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: calls.append((n, mod, o)))
              for n, m in leaves]
-    hooks.append(net.get_submodule(stage).register_forward_hook(
-        lambda mod, i, o: mark.setdefault("at", (len(calls), o))))
+
+    def at_stage(mod, i, o):  # (a hook that returns a value would replace the output)
+        mark.setdefault("at", (len(calls), o))
+    hooks.append(net.get_submodule(stage).register_forward_hook(at_stage))
     was, p = net.training, next(net.parameters())
     try:
         net.eval()
