@@ -29,10 +29,10 @@ from ..views.datasets import Collate, collate, worker_init
 from ..views.nvjpeg import collate_bytes, render_batch
 from ..views.photometric import finish
 from .dataset import RunViews
-from .order import EpochOrder
-from .prefetch import prefetch
 from .objectives_ml import NEEDS as MULTI
 from .objectives_ml import multi_target
+from .order import EpochOrder
+from .prefetch import prefetch
 from .sources import Source
 from .step import TrainBatch
 
