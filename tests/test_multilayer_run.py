@@ -54,6 +54,9 @@ def test_cached_maps_are_the_teachers_maps_of_the_replayed_views(ml, teacher_fil
     st = Store(ml / "cache", RAW)
     s = st.manifest["settings"]
     assert (s["layers"], s["grid"]) == (list(LAYERS), 2)
+    from kdep_cache.audit.info import info
+    assert (info(ml / "cache")["layers"], info(ml / "targets")["layers"]["layer3"]) == (
+        list(LAYERS), {"stage": "layer3", "dim": 256})  # `kdep-cache info` shows them
     for e in st.manifest["shards"]:  # listed with a digest like every other array
         assert {"map:layer2", "map:layer3"} <= set(e["arrays"])
     teacher, info = load_teacher("resnet18", teacher_file)
@@ -161,6 +164,17 @@ def test_layer_pca_equals_numpy_svd_of_the_stacked_cells(tmp_path, transform):
                 sign = np.sign(np.sum(got * ref, axis=0))  # per component: up to sign
                 assert np.allclose(got, ref * sign, atol=1e-4, rtol=1e-4)
         assert (out / "projection-layer1.h5").is_file() and "layer1" in st.manifest["layers"]
+
+
+def test_verify_checks_the_layer_projections(ml, tmp_path):
+    shutil.copytree(ml / "targets", tmp_path / "t")
+    r = CliRunner().invoke(main, ["verify", str(tmp_path / "t")])
+    assert r.exit_code == 0 and " 0 problems" in r.output and "extra" not in r.output
+    import h5py
+    with h5py.File(tmp_path / "t" / "projection-layer3.h5", "r+") as f:
+        f["center"][0] += 1.0
+    r = CliRunner().invoke(main, ["verify", str(tmp_path / "t")])
+    assert r.exit_code != 0 and "corrupt: projection-layer3.h5" in r.output, r.output
 
 
 def test_ml_row_end_to_end_cnn_teacher(ml, tmp_path):

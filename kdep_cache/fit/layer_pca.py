@@ -85,7 +85,7 @@ def write_layer_projections(out: Path, fitted: dict, cache: Store, views) -> dic
     rec = {}
     for layer, (proj, m) in fitted.items():
         fp = fingerprint({"spec": proj.spec.to_json(), "cache": cache.fingerprint,
-                          "fit_views": views, "n": m.n, "layer": layer,
+                          "fit_views": views, "n": m.n,  # projection.h5's recipe
                           "arrays": {k: array_sha(v) for k, v in proj.arrays().items()}})
         expl = float(np.sum(proj.aligned_std(m.cov) ** 2) / max(np.trace(m.cov), 1e-300))
         write_projection(out / projection_file(layer), proj, fp, cache, views, m.n, expl)
