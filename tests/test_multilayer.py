@@ -190,3 +190,29 @@ def test_student_stages_of_the_supported_students():
         "layer1", "layer2", "layer3", "layer4"]
     assert stage_ends(FeatureNet(build_student("timm:test_resnet"))) == [
         "layer1", "layer2", "layer3", "layer4"]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["extract", "--grid", "0"], "--grid must be an integer in 1..16, got 0"),
+    (["extract", "--layers", "layer2,,layer3"], "--layers must be a comma-separated list"),
+    (["extract", "--layers", "layer3,layer3"], "--layers names 'layer3' twice"),
+    (["train-student", "--layer-weights", "layer3:-1"], "--layer-weights must be finite"),
+    (["train-student", "--match", "layer3"], "--match items are NAME:VALUE, got 'layer3'"),
+    (["fit-svd", "--match", "a:b,a:c"], "--match names 'a' twice"),
+])
+def test_option_syntax_is_refused_before_torch_is_imported(tmp_path, args, msg):
+    import subprocess
+    import sys
+    (tmp_path / "d").mkdir()
+    base = {"extract": ["--data", str(tmp_path / "d"), "--teacher", "resnet18"],
+            "train-student": ["--student", "resnet18", "--targets", str(tmp_path / "d")],
+            "fit-svd": ["--cache", str(tmp_path / "d"), "--dim", "8"]}[args[0]]
+    code = ("import sys; from kdep_cache.cli import main\n"
+            "try:\n    main(sys.argv[1:], prog_name='kdep-cache')\n"
+            "except SystemExit as e:\n    print('EXIT', e.code, 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code, args[0], *base, "--out",
+                        str(tmp_path / "out"), *args[1:]], capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "EXIT 2 False", (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
