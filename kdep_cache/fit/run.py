@@ -174,7 +174,9 @@ def _fit(cfg: FitConfig) -> dict:
             "std_ratio_aligned": round(manifest["std_ratio"]["aligned"], 3),
             "std_ratio_transformed": round(manifest["std_ratio"]["transformed"], 3),
             "fit_seconds": round(t_fit, 2), "seconds": round(time.perf_counter() - t0, 2),
-            "projection": proj_fp[:16], "null_dims": proj.null_dims}
+            "projection": proj_fp[:16], "null_dims": proj.null_dims,
+            **({"layers_explained_variance": {k: round(v["explained_variance"], 6)
+                                              for k, v in lrec.items()}} if lrec else {})}
 
 
 def _already_complete(out: Path, cache: Store, spec: AlignSpec, views, dtype: str,
