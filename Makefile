@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdep-installed
 
-.PHONY: quickstart test lint repro-small repro-budget bench clean shell
+.PHONY: quickstart test lint repro-small repro-budget repro-ml bench clean shell
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,6 +35,9 @@ repro-small: $(STAMP)
 
 repro-budget: $(STAMP)  # SVD vs SVD+PTS at 1x and 3x the steps (issue 28), resumable
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash pipelines/repro-small.sh --config pipelines/repro-budget.json
+
+repro-ml: $(STAMP)  # SVD+PTS vs SVD+PTS+ML for ResNet-18 and MobileNetV2 (issue 27), resumable
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash pipelines/repro-small.sh --config pipelines/repro-ml.json
 
 clean:
 	rm -rf quickstart-out repro-out .pytest_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # train-student --objective (train/objectives.py)
 OBJECTIVES = ("kdep", "conv1x1-pre", "conv1x1-post", "conv1x1-margin", "logits",
-              "supervised", "online")
+              "supervised", "online", "kdep-ml")
 # fit-svd --aligner / --transform / --null (align.py)
 ALIGNERS = ("svd", "cs-var", "cs-rand", "interp", "identity")
 TRANSFORMS = ("pts", "sn", "sm", "none")

@@ -92,8 +92,33 @@ def target_name(a: str, tr: str, views: str, null: str, pts_t: float) -> str:
             + ("-allviews" if views == "all" else "") + ("-zero" if null == "zero" else ""))
 
 
+def ml_methods(c: dict) -> list[dict]:
+    """The multi-layer study's rows (issue 27, ``"ml"`` in the settings): per student, random
+    init, SVD+PTS, SVD+PTS+ML (every cached layer, at its ``match``) and a spatial-only row
+    (the pooled target + the deepest stage's map only). Each student gets its own targets,
+    fitted from the one cache (``fit``: fit-svd's --student / --match / --null)."""
+    rows, seeds = [], c["key_seeds"]
+    for student, s in c["ml"]["students"].items():
+        tag, name = s["tag"], f"targets-svd-pts-{student}"
+        fit = {"student": student, "match": s["match"], "null": c["ml"].get("null", "keep")}
+        base = {"targets": name, "lr": s.get("lr", c["lr"])}
+        ml = {**base, "objective": "kdep-ml", "layer_weights": c["ml"].get("layer_weights")}
+        deepest = s["match"].split(",")[-1]
+        rows += [
+            {"label": f"{tag} random init", "train": None, "seeds": seeds, "student": student},
+            {"label": f"{tag} SVD+PTS", "train": base, "seeds": seeds, "student": student,
+             "fit": fit},
+            {"label": f"{tag} SVD+PTS+ML", "train": ml, "seeds": seeds, "student": student,
+             "fit": fit},
+            {"label": f"{tag} SVD+PTS+ML, deepest map only", "train": {**ml, "match": deepest},
+             "seeds": seeds, "student": student, "fit": fit}]
+    return rows
+
+
 def methods(c: dict) -> list[dict]:
     """Rows of the table: label, how to train (None = random init), seeds."""
+    if c.get("ml"):
+        return ml_methods(c)
     seeds, one = c["key_seeds"], c["key_seeds"][:1]
     t = lambda a, tr: f"targets-{a}-{tr}"  # noqa: E731
     # teacher and student see the same view size (c["image_size"], the paper's protocol); the
@@ -172,7 +197,8 @@ def run(c: dict, on_progress=None) -> dict:
     spec = AugmentSpec(scale=tuple(c["crop_scale"]))
     timed("extract (teacher, once)", extract, ExtractConfig(
         data=str(ds / "du"), teacher=c["teacher"], out=str(out / "cache"), views=c["views"],
-        image_size=c["image_size"], save_logits=True, workers=c["workers"], augment=spec))
+        image_size=c["image_size"], save_logits=True, workers=c["workers"], augment=spec,
+        **({"layers": tuple(c["layers"]), "grid": c["grid"]} if c.get("layers") else {})))
     needed = {m["train"]["targets"] for m in selected(c) if m["train"] and "targets" in m["train"]}
     for a, tr, views, null, pts_t in FITS_RUN:
         if target_name(a, tr, views, null, pts_t) not in needed:
@@ -182,6 +208,10 @@ def run(c: dict, on_progress=None) -> dict:
         timed(f"fit-svd {name[8:]}", fit_svd, done=done, cfg=FitConfig(
             cache=str(out / "cache"), out=str(out / name), student=c["student"], aligner=a,
             transform=tr, fit_views=views, null=null, pts_t=pts_t))
+    for name, fit in {m["train"]["targets"]: m["fit"] for m in selected(c) if m.get("fit")
+                      }.items():  # the multi-layer study's per-student targets
+        timed(f"fit-svd {name[8:]}", fit_svd, done=(out / name / "manifest.json").is_file(),
+              cfg=FitConfig(cache=str(out / "cache"), out=str(out / name), **fit))
     results = []
     # seed 0 of every row first (in the order of methods()), then the extra seeds
     order = sorted(((s, i, m) for i, m in enumerate(selected(c)) for s in m["seeds"]),
@@ -189,15 +219,16 @@ def run(c: dict, on_progress=None) -> dict:
     for seed, _, m in order:
         tag = m["label"].split(" (")[0].replace(" ", "_").replace("+", "").replace(",", "")
         tag += f"-x{m['factor']:g}" if m["factor"] != 1 else ""
+        arch = m.get("student", c["student"])
         if m["train"] is None:
-            student = f"random:{c['student']}"
+            student = f"random:{arch}"
         else:
             tr = dict(m["train"])
             kw = {"targets": str(out / tr.pop("targets"))} if "targets" in tr else {
                 "cache": str(out / "cache")}
             run_dir = out / "students" / f"{tag}-s{seed}"
             train_student(TrainConfig(**{
-                "student": c["student"], "out": str(run_dir),
+                "student": arch, "out": str(run_dir),
                 "epochs": int(round(c["epochs"] * m["factor"])),
                 "batch_size": c["batch_size"], "lr": c["lr"], "loss_weight": c["loss_weight"],
                 "image_size": c["image_size"], "workers": c["workers"], "seed": seed,

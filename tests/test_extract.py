@@ -177,7 +177,7 @@ def test_a_run_that_fails_before_its_first_shard_leaves_out_reusable(images, tmp
     def oom(*a, **k):
         raise MemoryError("simulated")
 
-    monkeypatch.setattr(ex, "_extract_shard", oom)
+    monkeypatch.setattr(ex, "extract_shard", oom)
     with pytest.raises(MemoryError):
         extract(extract_cfg(images, out, teacher_file, views=3))
     assert not out.exists()  # nothing left: not even the folder it created

@@ -19,6 +19,7 @@ from conftest import extract_cfg
 from PIL import Image
 
 import kdep_cache.extract.run as extract_mod
+import kdep_cache.extract.shard as shard_mod
 import kdep_cache.views.images as images_mod
 from kdep_cache.cache.schema import RAW
 from kdep_cache.cache.store import Store
@@ -169,13 +170,13 @@ def test_background_recorded_and_replayed_identically(tmp_path, teacher_file, mo
     for i in range(3):
         _rgba(d / f"c{i}.png", (40 + 4 * i, 30))
     seen = []
-    real = extract_mod._forward_chunks
+    real = shard_mod._forward_chunks
 
     def capture(teacher, x, cfg, device, precision):
         seen.append(x.clone())
         return real(teacher, x, cfg, device, precision)
 
-    monkeypatch.setattr(extract_mod, "_forward_chunks", capture)
+    monkeypatch.setattr(shard_mod, "_forward_chunks", capture)
     r = CliRunner().invoke(main, ["extract", "--data", d, "--teacher", "resnet18",
                                   "--teacher-weights", teacher_file, "--out", tmp_path / "c",
                                   "--views", "2", "--image-size", "32", "--workers", "0",

@@ -79,7 +79,8 @@ def _info_store(p: Path, kind: str) -> dict:
            "arrays": m.get("arrays"), "shards": len(m["shards"]) if m else len(shards),
            "bytes_shards": sum(f.stat().st_size for f in shards),
            "skipped": len(m["skipped"]) if m else None,
-           "skipped_examples": m.get("skipped", [])[:3]}
+           "skipped_examples": m.get("skipped", [])[:3],
+           **({"layers": s["layers"], "grid": s.get("grid")} if s.get("layers") else {})}
     if kind == "raw-cache":
         out.update({k: s.get(k) for k in ("teacher", "augment", "image_size", "seed", "precision")})
         if isinstance(out["augment"], dict) and out["augment"]:  # before --background: black

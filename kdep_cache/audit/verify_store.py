@@ -71,7 +71,8 @@ def verify_store(p: Path, rep: Report) -> None:
         if f.name not in listed and f.with_suffix(".h5").name not in listed:
             rep.add(f.name, "extra", "a shard file that is not in the manifest (never read)")
     known = listed | {Path(x).with_suffix(".json").name for x in listed} | {
-        MANIFEST, CONFIG, IMAGES, PROJECTION_FILE}
+        MANIFEST, CONFIG, IMAGES, PROJECTION_FILE} | {
+        f"projection-{k}.h5" for k in m.get("layers") or {}}  # fit-svd's per-layer ones
     for f in sorted(p.iterdir()):
         if (f.name not in known and not f.name.startswith((".lock", "shard-"))
                 and f.suffix != ".tmp"):
@@ -96,6 +97,12 @@ def verify_store(p: Path, rep: Report) -> None:
             verify_projection(proj, rep, m.get("projection_fingerprint"))
         else:
             rep.add(proj.name, "missing")
+        for layer, rec in (m.get("layers") or {}).items():  # multi-layer targets (issue 27)
+            lp = p / f"projection-{layer}.h5"
+            if lp.is_file():
+                verify_projection(lp, rep, rec.get("projection"))
+            else:
+                rep.add(lp.name, "missing")
 
 
 def _verify_shard(f: Path, e: dict, rep: Report) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..names import HF_PREFIX, LITE_TEACHERS, TIMM_PREFIX, TV_TEACHERS
+from . import multilayer
 from .environment import output
 from .limits import (
     MAX_BATCH,
@@ -87,6 +88,7 @@ def check_options(opts: dict) -> None:
         rank_world(opts.get("rank", 0), opts.get("world_size", 1))
     if "background" in opts and opts["background"] is not None:
         background(opts["background"])
+    multilayer.check(opts)  # --layers / --grid / --match / --layer-weights (issue 27)
     batch_memory(opts)
 
 

@@ -9,7 +9,8 @@ import click
 from .base import _run, main
 
 _SHOWN = ("kind", "format", "format_version", "complete", "fingerprint", "images", "views",
-          "dim", "teacher_dim", "feature_dim", "dtype", "arrays", "shards", "skipped", "student",
+          "dim", "teacher_dim", "feature_dim", "dtype", "arrays", "layers", "grid", "shards",
+          "skipped", "student",
           "objective", "epochs", "final_loss", "spec", "fit_views", "fitted_samples",
           "explained_variance", "image_size", "seed", "precision", "dataset", "mode",
           "checkpoint")

@@ -7,6 +7,7 @@ import logging
 import click
 
 from .. import checks
+from ..checks import multilayer
 from ..names import (
     ALIGNERS,
     AUGMENT_KINDS,
@@ -106,6 +107,12 @@ def _aug_options(f):
 @click.option("--no-draft", is_flag=True,
               help="Decode JPEGs at full size, never by DCT draft (the method of caches made "
                    "before the draft: resumes them).")
+@click.option("--layers", default=None, metavar="L1,L2,...",
+              help="Also cache these teacher stages' pre-activation maps, pooled to --grid "
+                   "(ResNet layer1..layer4; MobileNet features.N; Lite _blocks.N, _conv_head; "
+                   "timm CNN stage names; ViTs tokens): G*G*C*2 bytes per view and layer.")
+@click.option("--grid", default=multilayer.DEFAULT_GRID, show_default=True,
+              help="--layers: each map is average-pooled to GRID x GRID cells.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_aug_options
 @_run
@@ -113,6 +120,7 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
             background, no_draft, **kw):
     """Run the teacher ONCE over K replayable views per image and cache its features."""
     checks.extract_args({**kw, "crop_scale": crop_scale, "background": background})
+    kw["layers"] = multilayer.layer_list(kw["layers"])
     if augment == "center" and _given("crop_scale"):
         log.warning("--crop-scale does not apply to --augment center (centre crops of the "
                     "whole image): ignored")
@@ -146,6 +154,9 @@ def extract(as_json, crop_scale, no_jitter, no_lighting, no_flip, center_view, a
 @click.option("--null", type=click.Choice(NULLS), default="keep", show_default=True,
               help="svd: target of directions with no teacher variance (rank < D): keep = the "
                    "paper's definition (rounding noise, amplified by the transform), zero = 0.")
+@click.option("--match", default=None, metavar="LAYER:STAGE,...",
+              help="Cached teacher layer -> --student stage of its layer targets (default: "
+                   "nearest relative depth); only these layers are fitted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
 def fit_svd(as_json, **kw):
@@ -208,6 +219,11 @@ def fit_svd(as_json, **kw):
                    "caches).")
 @click.option("--compile", is_flag=True,
               help="torch.compile the student (opt-in: not measured faster on a GPU yet).")
+@click.option("--match", default=None, metavar="LAYER:STAGE,...",
+              help="kdep-ml: teacher layer -> student stage (default: what fit-svd recorded); "
+                   "may pick a subset of the targets' layers.")
+@click.option("--layer-weights", default=None, metavar="W | LAYER:W,...",
+              help="kdep-ml: weight of each layer's map term (default 1; 0 drops a layer).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_run
 def train_student(as_json, **kw):

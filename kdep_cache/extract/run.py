@@ -13,10 +13,6 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-
 from ..cache.identity import ARRAYS as IDENTITY
 from ..cache.identity import check_finished_shards, record_in_images_json
 from ..cache.manifest import (
@@ -29,23 +25,22 @@ from ..cache.manifest import (
 from ..cache.schema import CONFIG, IMAGES, MANIFEST, PACK, PACK_OFFSETS, RAW, shard_name
 from ..cache.store import write_shard
 from ..checks import MAX_FILE_MB, check_options
+from ..checks.multilayer import DEFAULT_GRID
 from ..errors import InputError
 from ..models import load_teacher
 from ..names import DEFAULT_PACK, RENDER_GPU, STORAGE_DTYPES
 from ..runtime import dist
 from ..runtime.device import autocast, prepare_model, resolve_device, resolved_precision
 from ..runtime.progress import Progress
-from ..storage.digest import SHA_BYTES
 from ..storage.fsio import forget_on_failure, rank_lock, read_json
 from ..views.augment import PARAM_FIELDS, AugmentSpec
-from ..views.datasets import Collate, ViewDataset, collate, worker_init
 from ..views.files import composited_line
 from ..views.images import ImageList, count_composited, scan_images
-from ..views.nvjpeg import GpuItems, collate_bytes, render_batch, require_cuda
+from ..views.nvjpeg import require_cuda
 from ..views.pack import PackSpec
-from ..views.photometric import finish
-from ..views.readers import PackingReader
-from .packing import PackShard, pack_line, pack_totals
+from . import maps as layer_maps
+from .packing import pack_line, pack_totals
+from .shard import extract_shard
 
 log = logging.getLogger(__name__)
 DEFAULT_IMAGE_SIZE = 224  # the paper's; used when the teacher's checkpoint names no size
@@ -80,6 +75,8 @@ class ExtractConfig:
     world_size: int = 1
     max_file_mb: float = MAX_FILE_MB  # larger files are skipped unread (not a content setting)
     pack: str = DEFAULT_PACK       # none | original | jpeg:SIDE[:QUALITY]: store the images too
+    layers: tuple[str, ...] | None = None  # teacher stages whose G x G maps are cached too
+    grid: int = DEFAULT_GRID       # 2: README "Multi-layer KD" (bytes per view per layer)
 
 
 def _validate(cfg: ExtractConfig) -> None:
@@ -110,6 +107,7 @@ def extract(cfg: ExtractConfig) -> dict:
     if cfg.image_size is None:  # timm pretrained_cfg / HF preprocessor_config, else 224
         cfg = replace(cfg, image_size=int(tinfo.input_size or DEFAULT_IMAGE_SIZE))
         check_options({k: getattr(cfg, k) for k in ("image_size", "views", "batch_size")})
+    layer_maps.attach(cfg, teacher, tinfo)  # checked before any write; hooks add out["maps"]
     device = dist.rank_device(resolve_device(cfg.device))
     precision = resolved_precision(device, cfg.precision)
     if cfg.decode == "gpu":
@@ -124,7 +122,7 @@ def extract(cfg: ExtractConfig) -> dict:
                 "save_post": cfg.save_post,
                 "shard_size": cfg.shard_size, "chunk": cfg.chunk, "images": images.fingerprint,
                 "n_images": len(images), "fraction": cfg.fraction,
-                "param_fields": list(PARAM_FIELDS),
+                "param_fields": list(PARAM_FIELDS), **layer_maps.settings(cfg, teacher),
                 **({"pack": str(pack)} if pack.enabled else {})}  # absent: caches before it
     with (rank_lock(out, cfg.rank, cfg.world_size),  # a failure before the first shard:
           forget_on_failure(out, (CONFIG, IMAGES), "shard-*.h5", cfg.world_size == 1)):
@@ -146,7 +144,7 @@ def extract(cfg: ExtractConfig) -> dict:
                        "img", "extract", enabled=d.main)
         for n, s in enumerate(todo):
             lo, hi = _range(s, cfg, len(images))
-            arrays, skipped, packed = _extract_shard(cfg, images, teacher, device, precision,
+            arrays, skipped, packed = extract_shard(cfg, images, teacher, device, precision,
                                                      mean, std, lo, hi, bar, pack)
             attrs = {**settings, "start": lo, "stop": hi, "skipped": skipped,
                      **({"pack_stats": packed} if packed else {})}
@@ -199,88 +197,5 @@ def _range(s: int, cfg: ExtractConfig, n: int) -> tuple[int, int]:
 
 def _array_names(cfg: ExtractConfig) -> list[str]:
     return (["features", "params", "valid", *IDENTITY] + (["logits"] if cfg.save_logits else [])
-            + (["post"] if cfg.save_post else [])
+            + (["post"] if cfg.save_post else []) + layer_maps.names(cfg)
             + ([PACK, PACK_OFFSETS] if PackSpec.parse(cfg.pack).enabled else []))
-
-
-@torch.no_grad()
-def _extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, bar, pack):
-    K, n = cfg.views, hi - lo
-    reader = PackingReader(images, pack, cfg.augment.background) if pack.enabled else None
-    # the CPU part in the workers (uint8); the device part on the whole batch: in the workers
-    # when the teacher runs on the CPU, on the teacher's device after the copy otherwise
-    on_cpu = device.type == "cpu"
-    gpu = cfg.augment.render == RENDER_GPU
-    ds = (GpuItems(images, np.arange(lo, hi), range(K), cfg.augment, cfg.seed, reader) if gpu
-          else ViewDataset(images, np.arange(lo, hi), range(K), cfg.image_size, mean, std,
-                           spec=cfg.augment, seed=cfg.seed, finish=False, reader=reader))
-    blobs = PackShard(n) if pack.enabled else None
-    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                        collate_fn=collate_bytes if gpu else
-                        Collate((mean, std)) if on_cpu else collate,
-                        worker_init_fn=worker_init, pin_memory=not on_cpu)
-    dt = np.float16 if cfg.dtype == "float16" else np.float32
-    feats = np.zeros((K, n, teacher.dim), dtype=dt)
-    params = np.zeros((K, n, len(PARAM_FIELDS)), dtype=np.float64)
-    valid = np.zeros(n, dtype=np.uint8)
-    file_size = np.full(n, -1, dtype=np.int64)
-    file_sha = np.zeros((n, SHA_BYTES), dtype=np.uint8)
-    logits = np.zeros((K, n, teacher.num_classes), dtype=dt) if cfg.save_logits else None
-    post = np.zeros((K, n, teacher.dim), dtype=dt) if cfg.save_post else None
-    skipped = []
-    for batch in loader:
-        ids, x, p, ok, reasons = batch.ids, batch.views, batch.params, batch.ok, batch.reasons
-        if gpu:  # nvJPEG decode + crop/resize/flip on the device; a file it fails is skipped
-            x = render_batch(x, p, cfg.image_size, device).mark(ok, reasons)
-        local = (ids - lo).numpy()
-        file_size[local], file_sha[local] = batch.file_size.numpy(), batch.file_sha256.numpy()
-        if blobs is not None:
-            blobs.add(local, batch.packed, ok.tolist(), batch.file_sha256.numpy())
-        for i, good, why in zip(ids.tolist(), ok.tolist(), reasons):
-            if not good:
-                log.warning("skipping %s: %s", images.paths[i], why)
-                skipped.append({"id": i, "path": images.paths[i], "reason": why})
-        b = len(ids)
-        x = x.reshape(b * K, *x.shape[2:])
-        if x.dtype == torch.uint8:
-            x = finish(x.to(device, non_blocking=True), p.reshape(b * K, -1), mean, std)
-        o = _forward_chunks(teacher, x, cfg, device, precision)
-        f = o["pre"].float().reshape(b, K, -1).transpose(0, 1).cpu().numpy()
-        good = ok.numpy()
-        feats[:, local] = np.where(good[None, :, None], f, 0).astype(dt)
-        params[:, local] = p.transpose(0, 1).numpy()
-        valid[local] = good
-        for name, store in (("logits", logits), ("post", post)):
-            if store is not None:
-                v = o[name].reshape(b, K, -1).transpose(0, 1).cpu().numpy()
-                store[:, local] = np.where(good[None, :, None], v, 0).astype(dt)
-        bar.update(b)
-    if not np.all(np.isfinite(feats[:, valid.astype(bool)])):  # fp16 overflow or bad weights
-        raise InputError(f"teacher produced non-finite features in images {lo}..{hi}: "
-                         "check the weights and --precision")
-    arrays = {"features": feats, "params": params, "valid": valid, "file_size": file_size,
-              "file_sha256": file_sha}
-    if logits is not None:
-        arrays["logits"] = logits
-    if post is not None:
-        arrays["post"] = post
-    if blobs is not None:
-        arrays[PACK], arrays[PACK_OFFSETS] = blobs.arrays()
-    return arrays, skipped, blobs.stats() if blobs is not None else None
-
-
-def _forward_chunks(teacher, x, cfg, device, precision) -> dict:
-    """Teacher outputs for ``x`` computed in fixed-size, zero-padded chunks."""
-    outs = {"pre": [], "post": [], "logits": []}
-    n = x.shape[0]
-    for lo in range(0, n, cfg.chunk):
-        part = x[lo:lo + cfg.chunk]
-        if part.shape[0] < cfg.chunk:
-            part = torch.cat([part, part.new_zeros(cfg.chunk - part.shape[0], *part.shape[1:])])
-        part = part.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            o = teacher(part, want_logits=cfg.save_logits, want_post=cfg.save_post)
-        for k in outs:
-            if o[k] is not None:
-                outs[k].append(o[k].float()[: min(cfg.chunk, n - lo)])
-    return {k: torch.cat(v) if v else None for k, v in outs.items()}

@@ -32,6 +32,7 @@ from ..runtime import dist
 from ..runtime.progress import Progress
 from ..storage.digest import array_sha
 from ..storage.fsio import fingerprint, remove_files, writer_lock
+from . import layer_pca
 from .align import AlignSpec, Projection, check_spec, fit_projection
 from .checks import check_rows, parse_views, rank_warning, raw_manifest  # noqa: F401  (parse_views re-exported)
 from .moments import Moments, std_ratio
@@ -55,6 +56,7 @@ class FitConfig:
     dtype: str = "float16"
     seed: int = 0
     null: str = "keep"     # svd directions without teacher variance: "keep" (paper) | "zero"
+    match: str | None = None  # cached teacher layer -> student stage (default: relative depth)
 
 
 def accumulate(cache: Store, views: list[int], bar=None) -> Moments:
@@ -114,16 +116,19 @@ def _fit(cfg: FitConfig) -> dict:
     check_spec(spec, int(cache.manifest["dim"]))
     views = parse_views(cfg.fit_views, cache.views)
     check_rows(cache.manifest, views, dim, spec.aligner, spec.null)  # before any pass
+    lplan = layer_pca.plan(cache, cfg.student, cfg.match)  # the cached maps (issue 27)
     out = Path(cfg.out)
     t0 = time.perf_counter()
     with writer_lock(out):
         if (out / MANIFEST).is_file():
-            return _already_complete(out, cache, spec, views, cfg.dtype)
+            return _already_complete(out, cache, spec, views, cfg.dtype,
+                                     layer_pca.settings(lplan, cache))
         bar = Progress(cache.n_images * len(views), "img", "fit-svd")
         m = accumulate(cache, views, bar)
         bar.line(f"moments of {m.n} rows (views {views}) accumulated")
         bar.close()
         proj = fit_projection(spec, m)
+        fitted = layer_pca.fit_layers(cache, lplan, spec, views)
         t_fit = time.perf_counter() - t0
         proj_fp = fingerprint({"spec": spec.to_json(), "cache": cache.fingerprint,
                                "fit_views": views, "n": m.n,
@@ -132,13 +137,17 @@ def _fit(cfg: FitConfig) -> dict:
         explained = float(np.sum(a_std**2) / max(np.trace(m.cov), 1e-300))
         settings = {"format": TARGETS, "cache": cache.fingerprint, "projection": proj_fp,
                     "spec": spec.to_json(), "fit_views": views, "dtype": cfg.dtype,
-                    "n_images": cache.n_images, "views": cache.views, "dim": dim}
+                    "n_images": cache.n_images, "views": cache.views, "dim": dim,
+                    **layer_pca.settings(lplan, cache)}
         load_or_init_config(out, settings)
         try:
             write_projection(out / PROJECTION_FILE, proj, proj_fp, cache, views, m.n, explained)
-            t_std, positive = _write_targets(cache, proj, out, settings, views, cfg.dtype)
+            lrec = layer_pca.write_layer_projections(out, fitted, cache, views)
+            t_std, positive = _write_targets(cache, proj, out, settings, views, cfg.dtype,
+                                             fitted)
         except NonFiniteTargets:  # nothing these settings make is usable: leave nothing (#23.12)
-            remove_files(out, (CONFIG, PROJECTION_FILE, "shard-*.h5", "shard-*.json"))
+            remove_files(out, (CONFIG, PROJECTION_FILE, "projection-*.h5", "shard-*.h5",
+                               "shard-*.json"))
             raise
         one_sided = int(np.sum(positive[proj.live()] < ONE_SIDED))
         warnings = [w for w in (rank_warning(proj.null_dims, dim, spec.null, spec.transform),
@@ -149,13 +158,14 @@ def _fit(cfg: FitConfig) -> dict:
         ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std[proj.live()]),
                   "transformed": t_std, "rows": f"views {views} of valid images"}
         manifest = finalize_store(
-            out, settings, len(cache.manifest["shards"]), ["targets", "valid"],
+            out, settings, len(cache.manifest["shards"]),
+            ["targets", "valid", *map(layer_pca.target_name, fitted)],
             extra={"dim": dim, "source_cache": str(Path(cfg.cache).resolve()),
                    "std_ratio": ratios, "explained_variance": explained,
                    "fitted_samples": m.n, "projection_fingerprint": proj_fp,
                    "cache_fingerprint": cache.fingerprint, "null_dims": proj.null_dims,
                    "one_sided_channels": one_sided,
-                   "warning": warning})
+                   "warning": warning, **({"layers": lrec} if lrec else {})})
     return {**({"warning": warning} if warning else {}),  # first: it says what the targets are
             "out": str(out), "aligner": spec.aligner, "transform": spec.transform, "dim": dim,
             "teacher_dim": int(cache.manifest["dim"]), "fitted_samples": m.n,
@@ -164,14 +174,17 @@ def _fit(cfg: FitConfig) -> dict:
             "std_ratio_aligned": round(manifest["std_ratio"]["aligned"], 3),
             "std_ratio_transformed": round(manifest["std_ratio"]["transformed"], 3),
             "fit_seconds": round(t_fit, 2), "seconds": round(time.perf_counter() - t0, 2),
-            "projection": proj_fp[:16], "null_dims": proj.null_dims}
+            "projection": proj_fp[:16], "null_dims": proj.null_dims,
+            **({"layers_explained_variance": {k: round(v["explained_variance"], 6)
+                                              for k, v in lrec.items()}} if lrec else {})}
 
 
-def _already_complete(out: Path, cache: Store, spec: AlignSpec, views, dtype: str) -> dict:
+def _already_complete(out: Path, cache: Store, spec: AlignSpec, views, dtype: str,
+                      layers: dict) -> dict:
     """A rerun over finished targets: nothing is recomputed if the settings are the same."""
     m = Store(out, TARGETS).manifest
     want = {"cache": cache.fingerprint, "spec": spec.to_json(), "fit_views": views,
-            "dtype": dtype}
+            "dtype": dtype, **layers}
     diffs = diff_settings({k: m["settings"].get(k) for k in want}, json.loads(json.dumps(want)))
     if diffs:
         raise InputError(f"{out} already holds targets made with other settings; use a new "
@@ -202,7 +215,7 @@ def _resolve_dim(cfg: FitConfig) -> int:
 
 
 def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fit_views,
-                   dtype: str) -> tuple[float, np.ndarray]:
+                   dtype: str, fitted: dict | None = None) -> tuple[float, np.ndarray]:
     """Write every target shard (skipping complete ones); return the transformed Std Ratio and
     each channel's fraction of positive targets (fitted views)."""
     dt = np.float16 if dtype == "float16" else np.float32
@@ -234,7 +247,8 @@ def _write_targets(cache: Store, proj: Projection, out: Path, settings: dict, fi
                 t = tgt[v][ok].astype(np.float64)
                 tm, pos = tm.update(t), pos + (t > 0).sum(0)
         entry = write_shard(path, {**settings, "start": lo, "stop": hi},
-                            {"targets": tgt, "valid": valid.copy()})
+                            {"targets": tgt, "valid": valid.copy(), **layer_pca.layer_targets(
+                                cache, fitted or {}, lo, hi, ok, dt, dtype)})
         record_shard(out, s, entry, lo, hi)
         bar.update(hi - lo)
         bar.line(f"shard {s + 1}/{len(cache.manifest['shards'])} (images {lo}..{hi}) written")

@@ -63,6 +63,7 @@ class FeatureNet(nn.Module):
         elif feature is not None:
             raise ValueError(f"feature {feature!r} applies to timm / Hugging Face ViTs only")
         self.dim = self._infer_dim()
+        self.map_tap = nn.Identity()  # the last feature map passes here (models/taps.py hooks it)
 
     @property
     def feature_layer(self) -> str | None:
@@ -119,6 +120,7 @@ class FeatureNet(nn.Module):
             pre, logits = (out if isinstance(out, (tuple, list)) else (out, None))[:2]
             return {"pre": pre.flatten(1), "post": None, "logits": logits}
         fmap, act = self.feature_map(x)
+        fmap = self.map_tap(fmap)
         pre = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)
         out = {"pre": pre, "post": None, "logits": None}
         if want_logits or want_post:

@@ -31,6 +31,8 @@ from ..views.nvjpeg import collate_bytes, render_batch
 from ..views.photometric import finish
 from ..views.readers import shared_known
 from .dataset import RunViews
+from .objectives_ml import NEEDS as MULTI
+from .objectives_ml import multi_target
 from .order import EpochOrder
 from .prefetch import prefetch
 from .sources import Source
@@ -110,6 +112,8 @@ class EpochBatches:
                 self._check_identity(b, idn)
             if needs == "targets":
                 t = torch.from_numpy(src.targets.read("targets", idn, view=v))
+            elif needs == MULTI:  # kdep-ml: a MultiTarget record (pooled + per layer)
+                t = multi_target(src.targets, idn, v)
             elif needs in ("features", "post", "logits"):
                 t = torch.from_numpy(src.cache.read(needs, idn, view=v))
             elif needs == "labels":

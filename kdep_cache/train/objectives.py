@@ -7,7 +7,8 @@ outputs and the batch's targets; all share one training loop (:mod:`kdep_cache.t
   after the activation, or Heo et al.'s margin-ReLU target with partial L2 (paper Tab. 2/3);
 - ``logits``: KL divergence to the cached teacher logits at temperature T (paper Tab. 8);
 - ``supervised``: cross-entropy on folder labels (the paper's SP baseline; fine-tuning too);
-- ``online``: like ``kdep`` but the target is computed by running the teacher live.
+- ``online``: like ``kdep`` but the target is computed by running the teacher live;
+- ``kdep-ml``: ``kdep`` + per-layer G x G stage-map terms (:mod:`.objectives_ml`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..names import OBJECTIVES  # noqa: F401  (defined once, there; re-exported)
 # objective -> the per-batch input it trains on (the data source is opened from this)
 NEEDS = {"kdep": "targets", "online": "teacher", "conv1x1-pre": "features",
          "conv1x1-margin": "features", "conv1x1-post": "post", "logits": "logits",
-         "supervised": "labels"}
+         "supervised": "labels", "kdep-ml": "layer-targets"}  # kdep-ml: objectives_ml.py
 
 
 class Objective(nn.Module):

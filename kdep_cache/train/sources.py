@@ -62,7 +62,7 @@ class Source:
 def open_source(targets: str | None, cache: str | None, data: str | None, needs: str,
                 image_size: int | None, seed: int, max_views: int | None = None) -> Source:
     tstore = Store(targets, TARGETS) if targets else None
-    if needs in ("targets", "teacher") and tstore is None:
+    if needs in ("targets", "teacher", "layer-targets") and tstore is None:
         raise InputError("this objective trains on aligned targets: pass --targets (a fit-svd "
                          "output)")
     if cache is None and tstore is not None:

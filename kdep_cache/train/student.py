@@ -45,6 +45,7 @@ from .objectives import (
     Supervised,
     margins_from_features,
 )
+from .objectives_ml import build as build_ml
 from .sources import Source, open_source
 from .syncbn import sync_batchnorm
 
@@ -83,6 +84,8 @@ class TrainConfig:
     sync_bn: bool = False          # torchrun: BatchNorm statistics over the global batch
     decode: str | None = None      # cpu / gpu; default: how the cache's views were rendered
     compile: bool = False          # torch.compile the student (opt-in, unmeasured on GPU)
+    match: str | None = None       # kdep-ml: teacher layer:student stage (default: fit-svd's)
+    layer_weights: str | None = None  # kdep-ml: W or L:W,... (default 1 per layer)
 
 
 def size_warning(src: Source) -> str | None:
@@ -120,6 +123,7 @@ def train_student(cfg: TrainConfig) -> dict:
     lr = cfg.lr if cfg.lr is not None else BASE_LR_512.get(net.family, 0.1) * cfg.batch_size / 512
     schedule = Schedule(cfg.epochs, lr, cfg.schedule, cfg.lr_step)
     settings = _settings(cfg, src, lr, schedule, precision, d)
+    settings.update(getattr(objective, "run_settings", {}))  # kdep-ml: match, weights, grid
     warning = size_warning(src)
     out = Path(cfg.out)
     with writer_lock(out) if d.main else contextlib.nullcontext():
@@ -236,6 +240,8 @@ def _objective(cfg: TrainConfig, src: Source, net: FeatureNet):
     w = cfg.loss_weight
     if cfg.objective == "kdep":
         return KDEP(w)
+    if cfg.objective == "kdep-ml":
+        return build_ml(cfg, src, net)
     if cfg.objective.startswith("conv1x1"):
         variant = cfg.objective.split("-")[1]
         dt = int(src.cache.manifest["dim"])
