@@ -119,6 +119,7 @@ def context(device: str = "auto") -> Dist:
         set_timeout = _timeout_setter()
         join = join if set_timeout is not None else collective  # else one timeout for both
         atexit.register(close)
+        _bind_group_defaults_early()
         if d.world_size > 1:
             stop_on_sigterm(d.rank)
         try:  # the group forms within the (shorter) join timeout, or one line
@@ -130,6 +131,26 @@ def context(device: str = "auto") -> Dist:
         if collective > join:
             set_timeout(datetime.timedelta(seconds=collective))
     return d
+
+
+# torch modules whose functions take ``group=group.WORLD`` as a default argument, evaluated at
+# import: imported after the group formed, they keep references to it that
+# destroy_process_group cannot drop (torch.distributed.nn.functional: 10). fit-svd's rank 0
+# imports it so, through torchvision -> torch._dynamo -> fsdp -> _shard, when it writes the
+# manifest (cache.schema.producer_info). The group then outlived close(): its gloo worker and
+# tcp-loop threads were still running when the process exited (strace: alive at exit_group),
+# and that teardown now and then aborted the finished rank ("terminate called without an
+# active exception", SIGABRT), so torchrun failed a run whose work was done. Imported before
+# the group forms, the defaults are None (the default group at call time). torch's
+# fsdp.sharded_grad_scaler and optim.ZeroRedundancyOptimizer bind one reference each the same
+# way; kdep-cache imports neither (~0.5 s to import early, so they are not).
+_GROUP_DEFAULT_MODULES = ("torch.distributed.nn",)
+
+
+def _bind_group_defaults_early() -> None:
+    import importlib
+    for name in _GROUP_DEFAULT_MODULES:
+        importlib.import_module(name)
 
 
 def _timeout_setter():
@@ -222,6 +243,8 @@ def threads_per_rank() -> int | None:
 
 
 def close() -> None:
+    """Destroy the default group (at exit). Its gloo threads end here, while the interpreter is
+    whole, provided nothing else still refers to the group (see _GROUP_DEFAULT_MODULES)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
