@@ -87,11 +87,17 @@ def test_rank_below_the_target_width_is_the_first_summary_line(tmp_path, caplog)
     assert w.startswith(f"15 of the {dim} target channels (75%) have no teacher signal")
     assert f"rank {r} < {dim}" in w and "rounding noise, amplified by pts" in w
     assert "--null zero" in w and w in caplog.text
+    # issue 24: no "--dim 5": train-student refuses targets narrower than its student
+    assert "--dim" not in w and f"a teacher of rank >= {dim} avoids them" in w
     assert Store(tmp_path / "t", TARGETS).manifest["warning"] == w
     again = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=dim, dtype="float32"))
     assert again["warning"] == w and again["note"] == "already complete"
-    z = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "z"), dim=dim, null="zero"))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="kdep_cache.fit.run"):
+        z = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "z"), dim=dim, null="zero"))
     assert z["warning"].endswith("their targets are 0 (--null zero)")
+    said = [r for r in caplog.records if r.getMessage() == z["warning"]]
+    assert [r.levelname for r in said] == ["INFO"]  # what the user asked for: logged, no WARNING
 
 
 def _incomplete(p):

@@ -144,6 +144,8 @@ def rank_warning(null_dims: int, dim: int, null: str, transform: str) -> str | N
     if null == "zero":
         return f"{head}; their targets are 0 (--null zero)"
     amp = f", amplified by {transform}" if transform != "none" else ""
+    # not "--dim {rank}": train-student refuses targets narrower than its student, whose own
+    # error sends the user back here (issue 24)
     return (f"{head}; their targets are storage rounding noise{amp}, which the student is "
-            f"trained to regress. --null zero sets them to 0; --dim {rank} or a teacher of "
-            f"rank >= {dim} avoids them")
+            f"trained to regress. --null zero sets them to 0; a teacher of rank >= {dim} "
+            "avoids them")
