@@ -38,13 +38,13 @@ def test_too_few_rows_refused_from_the_manifest_with_the_real_options(tmp_path, 
         fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=12, fit_views="0"))
     msg = str(e.value)
     assert "need at least 13" in msg and "5 valid images x 1 fitted view = 5 rows" in msg
-    assert "--fit-views all: 10 rows" in msg and "--dim 4 at most" in msg
+    assert "--fit-views all: 10 rows" in msg and "--dim for one at most 4 wide" in msg
     assert "--null zero" in msg and "feature rank covers 12" in msg
     assert not (tmp_path / "t").exists()
     with pytest.raises(InputError) as e:  # all views already fitted: not suggested again
         fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=12, fit_views="all"))
     assert "--fit-views all" not in str(e.value) and "= 10 rows" in str(e.value)
-    assert "--dim 9 at most" in str(e.value)
+    assert "--dim for one at most 9 wide" in str(e.value)
 
 
 def test_skipped_images_do_not_count_as_rows(tmp_path):

@@ -128,7 +128,7 @@ def test_aggregate_mean_std():
 
 # --- linear probe never sees the test data --------------------------------------------------
 
-def test_linear_probe_chooses_c_on_train_only(monkeypatch):
+def test_linear_probe_chooses_c_on_train_only(monkeypatch, caplog):
     rng = np.random.default_rng(0)
     y_tr = np.repeat(np.arange(3), 20)
     x_tr = rng.normal(0, 1, (60, 8)) + y_tr[:, None] * 0.7
@@ -144,7 +144,12 @@ def test_linear_probe_chooses_c_on_train_only(monkeypatch):
         return probe
 
     monkeypatch.setattr(linear, "make_probe", spy)
-    r1 = linear.linear_probe((x_tr, y_tr), (x_te, y_te), seed=0)
+    with caplog.at_level("INFO", logger=linear.__name__):
+        r1 = linear.linear_probe((x_tr, y_tr), (x_te, y_te), seed=0)
+    # issue 24: each grid fit says so (minutes of silence per seed on 1280-d features)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("linear probe")]
+    n = len(linear.C_GRID)
+    assert len(said) == n and said[-1].startswith(f"linear probe seed 0: C=100 ({n}/{n}) val top-1")
     assert len(fitted) == len(linear.C_GRID) + 1  # grid on the held-out split, then one refit
     assert all(f.max() < 500 for f in fitted), "a probe was fitted on test features"
     assert all(len(f) == 48 for f in fitted[:-1]) and len(fitted[-1]) == 60

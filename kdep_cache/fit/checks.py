@@ -105,7 +105,9 @@ def check_rows(manifest: dict, views: list[int], dim: int, aligner: str = "svd",
         fixes.append(f"fit all {k} views (--fit-views all: {n * k} rows)")
     fixes.append(f"more images or more views per image (extract --views, now {k})")
     if rows >= 3 and aligner == "svd":
-        fixes.append(f"a narrower target (--dim {rows - 1} at most, or a narrower --student)")
+        # the targets must be as wide as the student (train-student refuses others)
+        fixes.append(f"a narrower student (--student, or --dim for one at most {rows - 1} "
+                     "wide)")
     if aligner == "svd":
         fixes.append("--null zero (directions the rows do not determine get target 0)")
         fixes.append(f"a teacher whose feature rank covers {dim} (an EfficientNet-Lite or "
