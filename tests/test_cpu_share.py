@@ -69,6 +69,11 @@ def test_slow_epoch_hint_once_when_an_epoch_falls_far_below_the_first(caplog):
         assert slow_epoch_hint(_h(100, None)) is None
     assert msg.startswith("epoch 3 ran at 40 img/s, 0.40x the first epoch's 100")
     assert "KDEP_THREADS=1" in msg and caplog.text.count("img/s, 0.") == 1
+    # issue 24: a training that already runs one thread is not told to use KDEP_THREADS=1
+    one = [{**h, "threads": 1} for h in _h(100, 90, 40)]
+    msg1 = slow_epoch_hint(one)
+    assert "KDEP_THREADS" not in msg1 and msg1.endswith(
+        "it already runs one thread; to yield, stop it (Ctrl-C) and rerun it with --resume later")
 
 
 @pytest.fixture()

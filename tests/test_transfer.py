@@ -106,6 +106,24 @@ def test_accuracy_on_known_predictions():
     assert (s["final_top1"], s["best_top1"], s["best_epoch"]) == (60.0, 80.0, 2)
 
 
+def test_a_fine_tune_that_puts_every_test_image_in_one_class_says_so():
+    """Issue 24: random-init MobileNetV2, 3 epochs at lr 0.01, read 10.00 ± 0.00 (chance)."""
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    const = torch.full((6, 3, 1, 1), 2.0)  # Fixed predicts class 2 for every image
+    r = ft.evaluate(Fixed(), [(const, y)], torch.device("cpu"), "fp32", ["a", "b", "c"])
+    assert r["test_classes_predicted"] == 1
+    hist = [{"epoch": 1, "acc": 0.328, **r}]
+    w = ft.one_class_warning(ft.summarize(hist), hist, seed=4)
+    assert w.startswith("fine-tune seed 4: the network predicts 'c' for every test image, so "
+                        "its test top-1 (33.33) is that class's share; its train-mode accuracy in the last "
+                        "epoch was 32.8 %")
+    mixed = torch.tensor([0, 1, 2, 2, 2, 2], dtype=torch.float).view(-1, 1, 1, 1).expand(-1, 3, 1, 1)
+    r = ft.evaluate(Fixed(), [(mixed.contiguous(), y)], torch.device("cpu"), "fp32", ["a", "b", "c"])
+    assert r["test_classes_predicted"] == 3
+    hist = [{"epoch": 1, **r}]
+    assert ft.one_class_warning(ft.summarize(hist), hist, seed=0) is None  # a real result: no line
+
+
 def test_balanced_accuracy_on_known_confusion():
     from kdep_cache.transfer.classification import metrics
     # 4:1 imbalance, the majority class always predicted: confusion [[8, 0], [2, 0]]

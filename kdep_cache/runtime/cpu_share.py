@@ -204,10 +204,13 @@ def slow_epoch_hint(history: list[dict], threshold: float = SLOW_EPOCH) -> str |
         load = f" (1-minute load average {os.getloadavg()[0]:.1f})"
     except OSError:
         load = ""
+    # already one thread (KDEP_THREADS=1, as recorded by after_epoch): nothing to lower
+    fix = ("it already runs one thread; to yield, stop it (Ctrl-C) and rerun it with --resume "
+           "later" if history[-1].get("threads") == 1 else
+           "to yield, stop this one (Ctrl-C) and rerun it with KDEP_THREADS=1 and --resume")
     msg = (f"epoch {history[-1].get('epoch', len(history))} ran at {rates[-1]:g} img/s, "
            f"{rates[-1] / rates[0]:.2f}x the first epoch's {rates[0]:g}: other processes now "
            f"share this process's {usable_cores()} cores{load}. Trainings run one after "
-           "another finish sooner than side by side; to yield, stop this one (Ctrl-C) and "
-           "rerun it with KDEP_THREADS=1 and --resume")
+           f"another finish sooner than side by side; {fix}")
     log.warning("%s", msg)
     return msg
