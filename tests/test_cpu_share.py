@@ -69,6 +69,11 @@ def test_slow_epoch_hint_once_when_an_epoch_falls_far_below_the_first(caplog):
         assert slow_epoch_hint(_h(100, None)) is None
     assert msg.startswith("epoch 3 ran at 40 img/s, 0.40x the first epoch's 100")
     assert "KDEP_THREADS=1" in msg and caplog.text.count("img/s, 0.") == 1
+    # issue 24: a training that already runs one thread is not told to use KDEP_THREADS=1
+    one = [{**h, "threads": 1} for h in _h(100, 90, 40)]
+    msg1 = slow_epoch_hint(one)
+    assert "KDEP_THREADS" not in msg1 and msg1.endswith(
+        "it already runs one thread; to yield, stop it (Ctrl-C) and rerun it with --resume later")
 
 
 @pytest.fixture()
@@ -105,6 +110,29 @@ def test_apply_sets_threads_from_the_load_and_a_resume_keeps_the_run_s(monkeypat
     h = _h(10.0)
     after_epoch(h)
     assert h[0]["threads"] == torch.get_num_threads()
+
+
+def test_the_cpu_line_says_who_set_the_threads(monkeypatch, restore_threads, caplog):
+    """Issue 24: with KDEP_THREADS=1 the line read '2.0 busy at start -> 1 intra-op thread', as
+    if the load had chosen it; a pinned or resumed count now names where it came from."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(cpu_share, "busy_cores", lambda cores, **kw: 2.0)
+    monkeypatch.delenv("KDEP_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with caplog.at_level(logging.INFO, logger="kdep_cache.runtime.cpu_share"):
+        apply_cpu_defaults(cpu, None, False)
+        assert caplog.records[-1].getMessage().endswith(
+            "busy at start -> 1 intra-op thread, 1 loader worker (KDEP_THREADS / --workers pin "
+            "them)")
+        apply_cpu_defaults(cpu, None, False, [{"epoch": 1, "threads": 2}])
+        assert caplog.records[-1].getMessage().endswith(
+            "-> 2 intra-op threads (from the resumed run), 1 loader worker (--workers pins it)")
+        monkeypatch.setenv("KDEP_THREADS", "1")
+        torch.set_num_threads(1)
+        apply_cpu_defaults(cpu, 3, False)
+        assert caplog.records[-1].getMessage() == (
+            "cpu: 2 cores -> 1 intra-op thread (from KDEP_THREADS=1), 3 loader workers "
+            "(from --workers)")
 
 
 def test_trainings_started_together_see_each_other_in_the_registry(tmp_path):

@@ -38,13 +38,13 @@ def test_too_few_rows_refused_from_the_manifest_with_the_real_options(tmp_path, 
         fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=12, fit_views="0"))
     msg = str(e.value)
     assert "need at least 13" in msg and "5 valid images x 1 fitted view = 5 rows" in msg
-    assert "--fit-views all: 10 rows" in msg and "--dim 4 at most" in msg
+    assert "--fit-views all: 10 rows" in msg and "--dim for one at most 4 wide" in msg
     assert "--null zero" in msg and "feature rank covers 12" in msg
     assert not (tmp_path / "t").exists()
     with pytest.raises(InputError) as e:  # all views already fitted: not suggested again
         fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=12, fit_views="all"))
     assert "--fit-views all" not in str(e.value) and "= 10 rows" in str(e.value)
-    assert "--dim 9 at most" in str(e.value)
+    assert "--dim for one at most 9 wide" in str(e.value)
 
 
 def test_skipped_images_do_not_count_as_rows(tmp_path):
@@ -87,11 +87,17 @@ def test_rank_below_the_target_width_is_the_first_summary_line(tmp_path, caplog)
     assert w.startswith(f"15 of the {dim} target channels (75%) have no teacher signal")
     assert f"rank {r} < {dim}" in w and "rounding noise, amplified by pts" in w
     assert "--null zero" in w and w in caplog.text
+    # issue 24: no "--dim 5": train-student refuses targets narrower than its student
+    assert "--dim" not in w and f"a teacher of rank >= {dim} avoids them" in w
     assert Store(tmp_path / "t", TARGETS).manifest["warning"] == w
     again = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "t"), dim=dim, dtype="float32"))
     assert again["warning"] == w and again["note"] == "already complete"
-    z = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "z"), dim=dim, null="zero"))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="kdep_cache.fit.run"):
+        z = fit_svd(FitConfig(str(tmp_path / "c"), str(tmp_path / "z"), dim=dim, null="zero"))
     assert z["warning"].endswith("their targets are 0 (--null zero)")
+    said = [r for r in caplog.records if r.getMessage() == z["warning"]]
+    assert [r.levelname for r in said] == ["INFO"]  # what the user asked for: logged, no WARNING
 
 
 def _incomplete(p):

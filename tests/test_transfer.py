@@ -106,6 +106,24 @@ def test_accuracy_on_known_predictions():
     assert (s["final_top1"], s["best_top1"], s["best_epoch"]) == (60.0, 80.0, 2)
 
 
+def test_a_fine_tune_that_puts_every_test_image_in_one_class_says_so():
+    """Issue 24: random-init MobileNetV2, 3 epochs at lr 0.01, read 10.00 ± 0.00 (chance)."""
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    const = torch.full((6, 3, 1, 1), 2.0)  # Fixed predicts class 2 for every image
+    r = ft.evaluate(Fixed(), [(const, y)], torch.device("cpu"), "fp32", ["a", "b", "c"])
+    assert r["test_classes_predicted"] == 1
+    hist = [{"epoch": 1, "acc": 0.328, **r}]
+    w = ft.one_class_warning(ft.summarize(hist), hist, seed=4)
+    assert w.startswith("fine-tune seed 4: the network predicts 'c' for every test image, so "
+                        "its test top-1 (33.33) is that class's share; its train-mode accuracy in the last "
+                        "epoch was 32.8 %")
+    mixed = torch.tensor([0, 1, 2, 2, 2, 2], dtype=torch.float).view(-1, 1, 1, 1).expand(-1, 3, 1, 1)
+    r = ft.evaluate(Fixed(), [(mixed.contiguous(), y)], torch.device("cpu"), "fp32", ["a", "b", "c"])
+    assert r["test_classes_predicted"] == 3
+    hist = [{"epoch": 1, **r}]
+    assert ft.one_class_warning(ft.summarize(hist), hist, seed=0) is None  # a real result: no line
+
+
 def test_balanced_accuracy_on_known_confusion():
     from kdep_cache.transfer.classification import metrics
     # 4:1 imbalance, the majority class always predicted: confusion [[8, 0], [2, 0]]
@@ -128,7 +146,7 @@ def test_aggregate_mean_std():
 
 # --- linear probe never sees the test data --------------------------------------------------
 
-def test_linear_probe_chooses_c_on_train_only(monkeypatch):
+def test_linear_probe_chooses_c_on_train_only(monkeypatch, caplog):
     rng = np.random.default_rng(0)
     y_tr = np.repeat(np.arange(3), 20)
     x_tr = rng.normal(0, 1, (60, 8)) + y_tr[:, None] * 0.7
@@ -144,7 +162,12 @@ def test_linear_probe_chooses_c_on_train_only(monkeypatch):
         return probe
 
     monkeypatch.setattr(linear, "make_probe", spy)
-    r1 = linear.linear_probe((x_tr, y_tr), (x_te, y_te), seed=0)
+    with caplog.at_level("INFO", logger=linear.__name__):
+        r1 = linear.linear_probe((x_tr, y_tr), (x_te, y_te), seed=0)
+    # issue 24: each grid fit says so (minutes of silence per seed on 1280-d features)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("linear probe")]
+    n = len(linear.C_GRID)
+    assert len(said) == n and said[-1].startswith(f"linear probe seed 0: C=100 ({n}/{n}) val top-1")
     assert len(fitted) == len(linear.C_GRID) + 1  # grid on the held-out split, then one refit
     assert all(f.max() < 500 for f in fitted), "a probe was fitted on test features"
     assert all(len(f) == 48 for f in fitted[:-1]) and len(fitted[-1]) == 60

@@ -105,7 +105,9 @@ def check_rows(manifest: dict, views: list[int], dim: int, aligner: str = "svd",
         fixes.append(f"fit all {k} views (--fit-views all: {n * k} rows)")
     fixes.append(f"more images or more views per image (extract --views, now {k})")
     if rows >= 3 and aligner == "svd":
-        fixes.append(f"a narrower target (--dim {rows - 1} at most, or a narrower --student)")
+        # the targets must be as wide as the student (train-student refuses others)
+        fixes.append(f"a narrower student (--student, or --dim for one at most {rows - 1} "
+                     "wide)")
     if aligner == "svd":
         fixes.append("--null zero (directions the rows do not determine get target 0)")
         fixes.append(f"a teacher whose feature rank covers {dim} (an EfficientNet-Lite or "
@@ -144,6 +146,8 @@ def rank_warning(null_dims: int, dim: int, null: str, transform: str) -> str | N
     if null == "zero":
         return f"{head}; their targets are 0 (--null zero)"
     amp = f", amplified by {transform}" if transform != "none" else ""
+    # not "--dim {rank}": train-student refuses targets narrower than its student, whose own
+    # error sends the user back here (issue 24)
     return (f"{head}; their targets are storage rounding noise{amp}, which the student is "
-            f"trained to regress. --null zero sets them to 0; --dim {rank} or a teacher of "
-            f"rank >= {dim} avoids them")
+            f"trained to regress. --null zero sets them to 0; a teacher of rank >= {dim} "
+            "avoids them")

@@ -152,8 +152,8 @@ def _fit(cfg: FitConfig) -> dict:
         one_sided = int(np.sum(positive[proj.live()] < ONE_SIDED))
         warnings = [w for w in (rank_warning(proj.null_dims, dim, spec.null, spec.transform),
                                 one_sided_warning(one_sided, int(proj.live().sum()))) if w]
-        for w in warnings:
-            log.warning("%s", w)
+        for w in warnings:  # what --null zero asked for is no warning (nothing to act on)
+            (log.info if w.endswith("(--null zero)") else log.warning)("%s", w)
         warning = " | ".join(warnings) or None
         ratios = {"raw": std_ratio(np.sqrt(m.var)), "aligned": std_ratio(a_std[proj.live()]),
                   "transformed": t_std, "rows": f"views {views} of valid images"}

@@ -46,25 +46,38 @@ class CpuPlan:
     busy: float    # of those, cores other processes kept busy at start
     threads: int   # intra-op threads
     workers: int   # DataLoader workers
+    threads_from: str = ""  # who set the threads when not the load: KDEP_THREADS, a resume ...
+    workers_from: str = ""  # "--workers" when the user gave them
 
     def line(self) -> str:
-        return (f"cpu: {self.cores} cores, {self.busy:.1f} busy at start -> {self.threads} "
-                f"intra-op thread{'s' * (self.threads != 1)}, {self.workers} loader "
-                f"worker{'s' * (self.workers != 1)} (KDEP_THREADS / --workers set them)")
+        t = (f"{self.threads} intra-op thread{'s' * (self.threads != 1)}"
+             f"{f' (from {self.threads_from})' if self.threads_from else ''}")
+        w = (f"{self.workers} loader worker{'s' * (self.workers != 1)}"
+             f"{f' (from {self.workers_from})' if self.workers_from else ''}")
+        free = [k for k, given in (("KDEP_THREADS", self.threads_from),
+                                   ("--workers", self.workers_from)) if not given]
+        if not free:
+            return f"cpu: {self.cores} cores -> {t}, {w}"
+        pins = f"{free[0]} pins it" if len(free) == 1 else "KDEP_THREADS / --workers pin them"
+        return f"cpu: {self.cores} cores, {self.busy:.1f} busy at start -> {t}, {w} ({pins})"
 
 
 def cpu_plan(cores: int, busy: float, workers: int | None = None,
-             threads: int | None = None, max_threads: int | None = None) -> CpuPlan:
+             threads: int | None = None, max_threads: int | None = None,
+             threads_from: str = "") -> CpuPlan:
     """Threads + busy workers within the free cores (at least one thread, at most
     ``max_threads``: torch's own default, one per physical core); ``workers`` / ``threads``
-    given by the user are kept as they are."""
+    given by the user are kept as they are (``threads_from`` names who gave the threads, for
+    the log line: so that a pinned count does not read as chosen from the load)."""
     cores = max(1, int(cores))
     busy = min(max(0.0, float(busy)), float(cores))
     free = max(1.0, cores - busy)
     w = workers if workers is not None else (2 if free >= 2 else 1)
     cap = min(cores, max_threads or cores)
     t = threads if threads is not None else max(1, min(cap, int(free - w * WORKER_SHARE + 0.5)))
-    return CpuPlan(cores, round(busy, 2), t, w)
+    return CpuPlan(cores, round(busy, 2), t, w,
+                   (threads_from or "the caller") if threads is not None else "",
+                   "--workers" if workers is not None else "")
 
 
 def usable_cores() -> int:
@@ -153,14 +166,16 @@ def apply_cpu_defaults(device, workers: int | None, distributed: bool,
     global _TORCH_DEFAULT_THREADS
     if _TORCH_DEFAULT_THREADS is None:
         _TORCH_DEFAULT_THREADS = torch.get_num_threads()
-    threads = torch.get_num_threads() if any(
-        os.environ.get(k) for k in ("KDEP_THREADS", "OMP_NUM_THREADS")) else None
+    pinned = [f"{k}={os.environ[k]}" for k in ("KDEP_THREADS", "OMP_NUM_THREADS")
+              if os.environ.get(k)]
+    threads = torch.get_num_threads() if pinned else None
+    source = pinned[0] if pinned else ""
     if threads is None and history and isinstance(history[-1].get("threads"), int):
-        threads = max(1, history[-1]["threads"])
+        threads, source = max(1, history[-1]["threads"]), "the resumed run"
     cores = usable_cores()
     register()
     busy = max(busy_cores(cores), float(other_trainings()))  # after the samples' 0.2 s
-    plan = cpu_plan(cores, busy, workers, threads, _TORCH_DEFAULT_THREADS)
+    plan = cpu_plan(cores, busy, workers, threads, _TORCH_DEFAULT_THREADS, source)
     if plan.threads != torch.get_num_threads():
         torch.set_num_threads(plan.threads)
     log.info("%s", plan.line())
@@ -189,10 +204,13 @@ def slow_epoch_hint(history: list[dict], threshold: float = SLOW_EPOCH) -> str |
         load = f" (1-minute load average {os.getloadavg()[0]:.1f})"
     except OSError:
         load = ""
+    # already one thread (KDEP_THREADS=1, as recorded by after_epoch): nothing to lower
+    fix = ("it already runs one thread; to yield, stop it (Ctrl-C) and rerun it with --resume "
+           "later" if history[-1].get("threads") == 1 else
+           "to yield, stop this one (Ctrl-C) and rerun it with KDEP_THREADS=1 and --resume")
     msg = (f"epoch {history[-1].get('epoch', len(history))} ran at {rates[-1]:g} img/s, "
            f"{rates[-1] / rates[0]:.2f}x the first epoch's {rates[0]:g}: other processes now "
            f"share this process's {usable_cores()} cores{load}. Trainings run one after "
-           "another finish sooner than side by side; to yield, stop this one (Ctrl-C) and "
-           "rerun it with KDEP_THREADS=1 and --resume")
+           f"another finish sooner than side by side; {fix}")
     log.warning("%s", msg)
     return msg

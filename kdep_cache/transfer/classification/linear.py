@@ -10,6 +10,7 @@ fits stopped at the cap."""
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 
 import numpy as np
@@ -84,10 +85,16 @@ def choose_c(x: np.ndarray, y: np.ndarray, seed: int, grid=C_GRID) -> tuple[floa
     """Best C on a held-out part of (x, y), which must be TRAIN data only; ties -> smaller C."""
     fit, val, stratified = val_split(y, seed)
     val_scores, capped = {}, 0
-    for c in grid:
+    for i, c in enumerate(grid):
+        t0 = time.perf_counter()
         probe, conv = _fit(c, x[fit], y[fit], seed)
         capped += not conv["converged"]
         val_scores[c] = accuracy(probe.predict(x[val]), y[val])
+        # one line per fit: on wide features (1280-d MobileNetV2, busy CPU) a seed's grid
+        # took minutes with nothing printed (issue 24)
+        log.info("linear probe seed %d: C=%g (%d/%d) val top-1 %.2f, %d iterations, %.1f s",
+                 seed, c, i + 1, len(grid), val_scores[c], conv["n_iter"],
+                 time.perf_counter() - t0)
     best = max(grid, key=lambda c: (val_scores[c], -c))
     return best, {"val_top1": val_scores[best],
                   "val_grid": {f"{c:g}": s for c, s in val_scores.items()},
