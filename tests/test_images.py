@@ -180,7 +180,7 @@ def test_background_recorded_and_replayed_identically(tmp_path, teacher_file, mo
     r = CliRunner().invoke(main, ["extract", "--data", d, "--teacher", "resnet18",
                                   "--teacher-weights", teacher_file, "--out", tmp_path / "c",
                                   "--views", "2", "--image-size", "32", "--workers", "0",
-                                  "--batch-size", "8", "--device", "cpu",
+                                  "--batch-size", "8", "--device", "cpu", "--pack", "none",
                                   "--background", "255,255,255"])
     assert r.exit_code == 0, r.output
     st = Store(tmp_path / "c", RAW)

@@ -233,7 +233,7 @@ def test_an_unpacked_cache_hashes_each_file_once_then_compares_its_stat(tmp_path
                                                                         teacher_file,
                                                                         monkeypatch):
     cache = tmp_path / "cache"
-    extract(extract_cfg(images, cache, teacher_file, views=3))
+    extract(extract_cfg(images, cache, teacher_file, views=3, pack="none"))
     src = open_source(None, str(cache), None, "features", None, 0)
     hashed: list[int] = []
     real = readers.hashlib.sha256

@@ -297,7 +297,7 @@ def test_file_size_limit_fails_cleanly_then_rerun_completes(tmp_path, teacher_fi
     for i in range(6):
         (bad / f"broken{i}{'y' * 200}.jpg").write_text("not an image")
     ref = tmp_path / "ref"
-    extract(extract_cfg(data, ref, teacher_file, shard_size=6))
+    extract(extract_cfg(data, ref, teacher_file, shard_size=6, pack="none"))
     s0, s1 = ((ref / f"shard-0000{i}.h5").stat().st_size for i in (0, 1))
     assert s1 > s0  # their long skip reasons make the second shard's attributes larger
     limit = (s0 + s1) // 2
@@ -307,7 +307,8 @@ def test_file_size_limit_fails_cleanly_then_rerun_completes(tmp_path, teacher_fi
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     out = tmp_path / "out"
-    r = subprocess.run(cli(*extract_args(data, out, teacher_file, 6)), preexec_fn=limited,
+    r = subprocess.run(cli(*extract_args(data, out, teacher_file, 6), "--pack", "none"),
+                       preexec_fn=limited,
                        capture_output=True, text=True, timeout=180)
     errors = [x for x in r.stderr.splitlines() if x.startswith(("error", "internal error"))]
     assert r.returncode == 2 and len(errors) == 1, r.stderr
@@ -318,7 +319,7 @@ def test_file_size_limit_fails_cleanly_then_rerun_completes(tmp_path, teacher_fi
     assert contents(out) == {k: v for k, v in contents(ref).items() if "00000" in k}
     with pytest.raises(ArtifactError, match="incomplete"):
         Store(out, RAW)
-    assert extract(extract_cfg(data, out, teacher_file, shard_size=6))["complete"]
+    assert extract(extract_cfg(data, out, teacher_file, shard_size=6, pack="none"))["complete"]
     same_store(out, ref, RAW)
 
 

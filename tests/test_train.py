@@ -24,7 +24,9 @@ from kdep_cache.views.datasets import ViewDataset
 def pipe(tmp_path_factory, teacher_file):
     d = tmp_path_factory.mktemp("pipe")
     shutil.copytree(HERE / "data" / "cifar", d / "images")
-    extract(extract_cfg(d / "images", d / "cache", teacher_file, views=3, save_logits=True,
+    # pack none: these tests are about replay from the folder (the pack: tests/test_pack.py)
+    extract(extract_cfg(d / "images", d / "cache", teacher_file, views=3, pack="none",
+                        save_logits=True,
                         save_post=True))
     fit_svd(FitConfig(str(d / "cache"), str(d / "targets"), dim=512, aligner="cs-var"))
     return d

@@ -31,7 +31,7 @@ CIFAR = Path(__file__).parent / "data" / "cifar"
 def made(tmp_path_factory, teacher_file):
     d = tmp_path_factory.mktemp("trust")
     shutil.copytree(CIFAR, d / "images")
-    extract(extract_cfg(d / "images", d / "cache", teacher_file))
+    extract(extract_cfg(d / "images", d / "cache", teacher_file, pack="none"))  # the folder path
     fit_svd(FitConfig(str(d / "cache"), str(d / "targets"), dim=512, aligner="identity"))
     return d
 
@@ -176,7 +176,7 @@ def test_extract_resume_refuses_same_names_with_other_pixels(made, teacher_file,
         (c / f).unlink()  # interrupted before the last shard
     other = tmp_path / "other"
     changed = _same_names_other_pixels(made / "images", other, same_size)
-    cfg = extract_cfg(other, c, teacher_file)
+    cfg = extract_cfg(other, c, teacher_file, pack="none")
     with pytest.raises(LineageError, match="differ from the ones this cache was started with"):
         extract(cfg)
     assert not (c / "shard-00002.h5").exists()
@@ -237,7 +237,7 @@ def test_damaged_shard_from_before_the_manifest_is_redone(made, teacher_file, tm
             f.attrs[ARRAY_ATTR] = np.int64(5)
     else:
         last.with_suffix(".json").unlink()  # killed between the shard and its sidecar
-    assert extract(extract_cfg(made / "images", c, teacher_file))["complete"]
+    assert extract(extract_cfg(made / "images", c, teacher_file, pack="none"))["complete"]
     assert Store(c, RAW).fingerprint == Store(made / "cache", RAW).fingerprint
     with h5py.File(last, "r") as a, h5py.File(made / "cache" / "shard-00002.h5", "r") as b:
         assert all(np.array_equal(a[k][()], b[k][()]) for k in b)

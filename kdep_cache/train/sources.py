@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from ..errors import InputError, LineageError
 from ..models.registry import NORMALIZATIONS, normalization
 from ..views.augment import AugmentSpec
 from ..views.images import ImageList, scan_images
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,7 +89,10 @@ def open_source(targets: str | None, cache: str | None, data: str | None, needs:
     images = read_image_list(cstore.dir, cstore.manifest["settings"],  # as fingerprinted
                              root=str(Path(data).resolve()) if data else None)
     packed = cstore.packed  # the images are in the cache: the folder is never read
-    if data is not None and not packed:
+    if data is not None and packed:
+        log.warning("--data %s is not read: the cache holds its images (extract --pack %s)",
+                    data, cstore.manifest["settings"].get("pack"))
+    elif data is not None:
         _check_images_present(images)
     # every array this run reads is the one the manifest lists, before any work (only those:
     # the teacher features of a big cache are not read by a kdep student)
