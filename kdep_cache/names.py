@@ -25,7 +25,7 @@ RENDER_METHODS = (RENDER_FULL, RENDER_DRAFT, RENDER_GPU)
 DECODES = ("cpu", "gpu")  # extract / train-student --decode
 # extract --pack (views/pack.py): none | original | jpeg:SIDE[:QUALITY]; the default is chosen
 # by benchmarks/results/pack.json (README "Packed caches")
-DEFAULT_PACK = "jpeg:320"
+DEFAULT_PACK = "auto"  # jpeg:SIDE, SIDE = max(320, image size x 320/224), quality 90
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # learning-rate schedules (train/loop.py) and transfer modes (transfer/run.py)
 SCHEDULES = ("step", "cosine", "constant")

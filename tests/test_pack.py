@@ -64,7 +64,7 @@ def mixed(tmp_path) -> Path:
 def test_a_bad_pack_option_is_refused_before_anything_is_written(tmp_path, images, teacher_file):
     for bad in ("jpeg", "jpeg:8", "jpeg:256:0", "jpeg:256:101", "jpeg:x", "png:256", "original:1",
                 "jpeg:256:90:1"):
-        with pytest.raises(InputError, match="--pack must be none, original or jpeg:SIDE"):
+        with pytest.raises(InputError, match="--pack must be auto, none, original or jpeg:SIDE"):
             extract(extract_cfg(images, tmp_path / "c", teacher_file, pack=bad))
         assert not (tmp_path / "c").exists()
     assert PackSpec.parse("JPEG:320") == PackSpec("jpeg", 320, 90)
@@ -342,3 +342,51 @@ def test_cuda_nvjpeg_from_the_pack_matches_pil(mixed, tmp_path, monkeypatch):
     for n, name in enumerate(names):
         ref = crop_resize(load_rgb(Blob(blobs[n], name)), again.params[n, 0].numpy(), 16).float()
         assert (r.views[n, 0].cpu().float() - ref).abs().mean() < 6.0, name
+
+
+def test_auto_pack_scales_with_the_extraction_size_and_a_small_side_warns(tmp_path, images,
+                                                                          teacher_file, caplog):
+    assert PackSpec.parse("auto").resolved(224) == PackSpec("jpeg", 320, 90)
+    assert PackSpec.parse("auto").resolved(64) == PackSpec("jpeg", 320, 90)
+    assert PackSpec.parse("auto").resolved(448) == PackSpec("jpeg", 640, 90)
+    assert PackSpec.parse("original").resolved(448) == PackSpec("original")
+    s = extract(extract_cfg(images, tmp_path / "c", teacher_file))  # the default
+    assert Store(tmp_path / "c", RAW).manifest["settings"]["pack"] == "jpeg:320:90"
+    assert s["pack"].startswith("jpeg:320:90")
+    with caplog.at_level("WARNING"):
+        extract(extract_cfg(images, tmp_path / "d", teacher_file, pack="jpeg:32", image_size=64))
+    assert any("below the extraction size 64" in r.getMessage() for r in caplog.records)
+
+
+def test_a_cache_from_before_the_pack_is_told_to_resume_with_pack_none(tmp_path, images,
+                                                                       teacher_file):
+    c = tmp_path / "c"
+    extract(extract_cfg(images, c, teacher_file, pack="none"))
+    for f in ("shard-00002.h5", "shard-00002.json", "manifest.json"):
+        (c / f).unlink()
+    with pytest.raises(InputError, match="a cache made before --pack resumes with --pack none"):
+        extract(extract_cfg(images, c, teacher_file))
+
+
+def test_an_inode_above_2_63_is_kept_as_an_int64():
+    st = os.stat_result((0o100644, 2**63 + 7, 1, 1, 0, 0, 5, 0, 0, 0))
+    size, _, ino = readers.stat3(st)
+    assert size == 5 and ino == 2**63 + 7 - 2**64
+    torch.tensor([[size, 1, ino]], dtype=torch.int64)  # what batch_of builds: no overflow
+
+
+def test_a_packed_svg_replays_as_the_jpeg_it_became(tmp_path, teacher_file):
+    from kdep_cache.views.svg import svg_supported
+    if not svg_supported():
+        pytest.skip("cairosvg not installed")
+    d = tmp_path / "imgs" / "a"
+    d.mkdir(parents=True)
+    shutil.copy(sorted((HERE / "data" / "cifar").glob("*/*.jpg"))[0], d / "p.jpg")
+    (d / "v.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="48">'
+                             '<rect width="64" height="48" fill="#c33"/></svg>')
+    extract(extract_cfg(tmp_path / "imgs", tmp_path / "c", teacher_file, pack="jpeg:40",
+                        shard_size=5))
+    src = open_source(None, str(tmp_path / "c"), None, "features", None, 0)
+    assert len(src.ids) == 2
+    for _ in Feed(src, "features", batch_size=2, workers=0, seed=0, pin=False).epoch(0):
+        pass  # the SVG's packed JPEG decodes (it was decoded as an SVG: ParseError)

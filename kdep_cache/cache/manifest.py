@@ -39,8 +39,10 @@ def load_or_init_config(out: Path, settings: dict, images_json: dict | None = No
                                 "shape): use a new --out, or restore the file")
         diffs = diff_settings(old, settings)
         if diffs:
+            hint = ("; a cache made before --pack resumes with --pack none"
+                    if any(d.startswith("pack: None (existing)") for d in diffs) else "")
             raise InputError(f"{out} was started with other settings; use a new --out or the "
-                             f"same options. Differences: {'; '.join(diffs[:5])}")
+                             f"same options. Differences: {'; '.join(diffs[:5])}{hint}")
         return
     leftovers = [p.name for p in out.glob("shard-*.h5")] + (
         [MANIFEST] if (out / MANIFEST).exists() else [])

@@ -153,19 +153,20 @@ def background(text) -> tuple[int, int, int]:
     return rgb
 
 
-PACK_MODES = ("none", "original", "jpeg")  # extract --pack (views/pack.py)
+PACK_MODES = ("auto", "none", "original", "jpeg")  # extract --pack (views/pack.py)
 PACK_QUALITY = 90                          # jpeg:SIDE's default quality
 PACK_SIDE_RANGE = (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
 
 
 def pack_spec(key: str, text) -> tuple[str, int | None, int | None]:
-    """``none`` | ``original`` | ``jpeg:SIDE[:QUALITY]`` -> (mode, side, quality)."""
+    """``auto`` | ``none`` | ``original`` | ``jpeg:SIDE[:QUALITY]`` -> (mode, side, quality);
+    ``auto`` is resolved against the extraction size (:meth:`PackSpec.resolved`)."""
     parts = str(text).strip().lower().split(":")
     mode = parts[0]
-    usage = (f"{flag(key)} must be none, original or jpeg:SIDE[:QUALITY] (SIDE "
+    usage = (f"{flag(key)} must be auto, none, original or jpeg:SIDE[:QUALITY] (SIDE "
              f"{PACK_SIDE_RANGE[0]}..{PACK_SIDE_RANGE[1]} px, QUALITY 1..100, default "
              f"{PACK_QUALITY}); got {text!r}")
-    if mode in ("none", "original") and len(parts) == 1:
+    if mode in ("auto", "none", "original") and len(parts) == 1:
         return mode, None, None
     if mode != "jpeg" or len(parts) not in (2, 3):
         raise InputError(usage)

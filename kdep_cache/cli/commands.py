@@ -101,9 +101,9 @@ def _aug_options(f):
                    "recorded (as are FIFOs, devices and other non-regular files).")
 @click.option("--pack", default=DEFAULT_PACK, show_default=True,
               help="Store the images in the cache too, so that no later stage reads the folder: "
-                   "original (the files' bytes), jpeg:SIDE[:QUALITY] (longer side at most SIDE "
-                   "px, re-encoded once at QUALITY, default 90; the views are rendered from it) "
-                   "or none.")
+                   "auto (jpeg:320 up to 224 px, SIDE = size x 320/224 above), original (the "
+                   "files' bytes), jpeg:SIDE[:QUALITY] (longer side at most SIDE px, re-encoded "
+                   "once at QUALITY, default 90; the views are rendered from it) or none.")
 @click.option("--no-draft", is_flag=True,
               help="Decode JPEGs at full size, never by DCT draft (the method of caches made "
                    "before the draft: resumes them).")

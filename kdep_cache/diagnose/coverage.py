@@ -36,6 +36,7 @@ from ..runtime.device import autocast, resolve_device
 from ..transfer.classification.data import FolderDataset, test_transform
 from ..views.files import Blob
 from ..views.images import ImageList, scan_images
+from ..views.pack import packed_name
 
 
 def variance_kept(x: np.ndarray, basis: np.ndarray) -> float:
@@ -127,10 +128,12 @@ def _own_images(store: Store):
     from ..cache.sidecar import read_image_list
     il = read_image_list(store.dir, store.manifest["settings"])
     if store.packed:
-        store.check_all((PACK, PACK_OFFSETS))
+        store.check_arrays = (PACK, PACK_OFFSETS)  # the pack only, not the features
+        store.check_all(store.check_arrays)
         ids = {p: i for i, p in enumerate(il.paths) if len(store.blob(i))}
         present = [p for p in il.paths if p in ids]
-        blobs = (lambda rel: Blob(store.blob(ids[rel]), rel)) if present else None
+        blobs = ((lambda rel: (lambda d: Blob(d, packed_name(rel, d)))(store.blob(ids[rel])))
+                 if present else None)
         return (ImageList(il.root, present, [-1] * len(present)) if present else None), blobs
     present = [p for p in il.paths if (Path(il.root) / p).is_file()]
     return (ImageList(il.root, present, [-1] * len(present)) if present else None), None

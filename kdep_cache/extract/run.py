@@ -114,7 +114,12 @@ def extract(cfg: ExtractConfig) -> dict:
         require_cuda(device)
         cfg = replace(cfg, augment=replace(cfg.augment, render=RENDER_GPU))
     autocast(device, precision)  # validates the combination before any work
-    pack = PackSpec.parse(cfg.pack)
+    pack = PackSpec.parse(cfg.pack).resolved(cfg.image_size)
+    if pack.mode == "jpeg" and pack.side < cfg.image_size:
+        log.warning("--pack %s: images are stored at most %d px on their longer side, below the "
+                    "extraction size %d: every view is upsampled (--pack original or jpeg:%d "
+                    "keeps more)", pack, pack.side, cfg.image_size,
+                    -(-cfg.image_size * 320 // 224))
     out = Path(cfg.out)
     settings = {"format": RAW, "teacher": tinfo.to_json(), "augment": cfg.augment.to_json(),
                 "seed": cfg.seed, "views": cfg.views, "image_size": cfg.image_size,

@@ -22,9 +22,20 @@ from typing import NamedTuple
 
 from PIL import Image
 
-from ..checks.values import pack_spec
+from ..checks.values import PACK_QUALITY, pack_spec
 from .files import Blob, openable
 from .images import load_rgb
+from .svg import SVG_EXTENSIONS
+
+AUTO_SIDE = 320  # --pack auto at a 224-px teacher (measured: benchmarks/results/pack.json)
+
+
+def packed_name(rel: str, data) -> str:
+    """The name a packed image is decoded under: an SVG re-encoded as JPEG (``jpeg:SIDE``) is
+    a JPEG, whatever its path says (the decoders pick SVG by the extension)."""
+    if rel.lower().endswith(SVG_EXTENSIONS) and bytes(data[:2]) == b"\xff\xd8":
+        return rel + ".jpg"
+    return rel
 
 
 class Packed(NamedTuple):
@@ -49,6 +60,13 @@ class PackSpec:
     @property
     def enabled(self) -> bool:
         return self.mode != "none"
+
+    def resolved(self, image_size: int) -> "PackSpec":
+        """``auto`` -> ``jpeg:SIDE:90`` with SIDE = max(320, image_size x 320 / 224): 320 for
+        a 224-px teacher (README "Packed caches"), proportionally more for larger inputs."""
+        if self.mode != "auto":
+            return self
+        return PackSpec("jpeg", max(AUTO_SIDE, -(-image_size * AUTO_SIDE // 224)), PACK_QUALITY)
 
     def pack(self, src: Blob, background: tuple) -> Packed:
         """What the pack stores for ``src`` (raises :class:`BadImage` if it cannot be

@@ -28,6 +28,7 @@ import torch
 from ..storage.digest import SHA_BYTES
 from .files import Blob
 from .images import BadImage
+from .pack import packed_name
 
 NO_SHA = bytes(SHA_BYTES)
 
@@ -52,7 +53,10 @@ class Read(NamedTuple):
 
 
 def stat3(st: os.stat_result) -> tuple:
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    """(size, mtime_ns, inode) as int64s: an inode >= 2**63 (overlayfs xino, CIFS) wraps
+    (it is only compared)."""
+    ino = st.st_ino - (1 << 64) if st.st_ino >= 1 << 63 else st.st_ino
+    return st.st_size, st.st_mtime_ns, ino
 
 
 def shared_known(n: int) -> torch.Tensor:
@@ -94,7 +98,7 @@ class PackReader:
         data = self.store.blob(i)
         if not len(data):
             return Read(None, "not in the pack (skipped when the cache was extracted)", UNKNOWN)
-        return Read(Blob(data, self.images.paths[i]), None, UNKNOWN)
+        return Read(Blob(data, packed_name(self.images.paths[i], data)), None, UNKNOWN)
 
 
 class PackingReader:
