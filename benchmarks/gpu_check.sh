@@ -4,7 +4,8 @@
 #   1. install the project (an existing python with CUDA torch + pip -e, else `make` setup)
 #   2. the CUDA tests (pytest -m cuda: device part CUDA vs CPU, prefetching feed, nvJPEG)
 #   3. torchrun --nproc-per-node 1 train-student on CUDA (NCCL, cuda:LOCAL_RANK), tiny cache
-#   4. extract --decode gpu + train-student on it (nvJPEG path), tiny
+#   4. extract --decode gpu + train-student on it (nvJPEG path; also from a --pack), tiny;
+#      4b. extract --layers + kdep-ml on CUDA (issue 27)
 #   5. benchmarks/bench_feed.py --gpu -> $OUT/feed-gpu.json (cached vs compute-only vs online)
 #   6. train-student --compile of the benchmark's ResNet-18 (is torch.compile faster here?)
 # Each step is time-boxed with `timeout` (its own cap, and never past 470 s from the start);
@@ -82,6 +83,17 @@ status torchrun $?
      --epochs 1 --batch-size 4 --device cuda --out $W/run-gpu-pack --json") \
   >"$OUT/decode-gpu.log" 2>&1
 status decode-gpu $?
+
+# 4b. issue 27 on CUDA (<= 60 s): stage maps cached, per-layer targets, kdep-ml trained through
+#     the CUDA prefetch with the multi-target batch record (never run on a GPU before)
+(timeout "$(cap 60)" bash -c "
+  $KC extract --data tests/data/cifar --teacher resnet18 --teacher-weights $W/r18.pth \
+     --views 2 --image-size 64 --layers layer3,layer4 --grid 2 --out $W/cache-ml --device cuda &&
+  $KC fit-svd --cache $W/cache-ml --student resnet18 --null zero --fit-views all \
+     --out $W/targets-ml &&
+  $KC train-student --targets $W/targets-ml --student resnet18 --objective kdep-ml \
+     --epochs 1 --batch-size 4 --device cuda --out $W/run-ml --json") >"$OUT/kdep-ml.log" 2>&1
+status kdep-ml-cuda $?
 
 # 5. the benchmark (<= 200 s): photos from mate-backgrounds if present (re-encoded at the
 #    --photo-side), else synthetic large JPEGs (recorded in the JSON)
