@@ -296,6 +296,12 @@ def test_a_rank_killed_during_torchrun_extract_leaves_one_kdep_line(ref, tmp_pat
     errors = [x for x in err.splitlines() if x.startswith("error:")]
     assert p.returncode != 0 and len(errors) == 1, err[-3000:]
     assert errors[0].startswith("error: rank 0:") and "rerun the same command" in errors[0]
+    # rank 0 (SIGTERM) leaves no partial file; the SIGKILLed rank may leave its own .tmp (a
+    # kill -9 cannot be caught: never taken as complete), which the rerun removes
+    left = list((tmp_path / "c").glob("*.tmp"))
+    assert all(f.name.rsplit(".", 2)[-2] == str(pid) for f in left), left
+    r = torchrun(*args)
+    assert r.returncode == 0 and (tmp_path / "c" / "manifest.json").is_file()
     assert not list((tmp_path / "c").glob("*.tmp"))
 
 
