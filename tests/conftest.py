@@ -75,3 +75,23 @@ def make_fake_cache(out: Path, feats: np.ndarray, shard_size: int, labels=None) 
     finalize_store(out, settings, -(-n // shard_size), ["features", "params", "valid"],
                    extra={"dim": d, "dtype": "float32"})
     return out
+
+
+def interrupt_after_epoch_1(monkeypatch, cfg) -> None:
+    """Run ``train_student(cfg)`` killed (KeyboardInterrupt) right after epoch 1's checkpoint;
+    the checkpoint writer is restored afterwards, so the next call can ``--resume``."""
+    from kdep_cache.train import loop
+    from kdep_cache.train.student import train_student
+    real, calls = loop.save_checkpoint, {"n": 0}
+
+    def crash_after_first(run_dir, state):
+        real(run_dir, state)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", crash_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train_student(cfg)
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+

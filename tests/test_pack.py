@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import HERE, extract_cfg
+from conftest import HERE, extract_cfg, interrupt_after_epoch_1
 from PIL import Image, ImageOps
 
 from kdep_cache.cache import RAW, Store
@@ -160,23 +160,11 @@ def test_a_packed_cache_trains_and_resumes_with_the_folder_gone_opening_no_image
     monkeypatch.setattr(os, "open", spy_os)
     from dataclasses import replace
 
-    from kdep_cache.train import loop
     cfg = TrainConfig(student="resnet18", out=str(tmp_path / "full"), targets=str(targets),
                       epochs=3, batch_size=4, workers=0, device="cpu", precision="fp32",
                       lr=0.05, image_size=48)
     train_student(cfg)
-    real, calls = loop.save_checkpoint, {"n": 0}
-
-    def crash_after_first(run_dir, state):
-        real(run_dir, state)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt  # killed right after epoch 1 was checkpointed
-
-    monkeypatch.setattr(loop, "save_checkpoint", crash_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        train_student(replace(cfg, out=str(tmp_path / "part")))
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    interrupt_after_epoch_1(monkeypatch, replace(cfg, out=str(tmp_path / "part")))
     train_student(replace(cfg, out=str(tmp_path / "part"), resume=True))
     assert opened and not [f for f in opened if str(mixed) in f]  # files were opened, none there
     wf, wp = (torch.load(tmp_path / r / "student.pth", weights_only=True) for r in ("full", "part"))

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import HERE
+from conftest import HERE, interrupt_after_epoch_1
 
 from kdep_cache.errors import ArtifactError, InputError
 from kdep_cache.runtime import dist
@@ -36,21 +36,6 @@ def _weights(run):
     return torch.load(run / "student.pth", weights_only=True)
 
 
-def _interrupt_after_epoch_1(monkeypatch, cfg):
-    real, calls = loop.save_checkpoint, {"n": 0}
-
-    def crash_after_first(run_dir, state):
-        real(run_dir, state)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt  # killed right after epoch 1 was checkpointed
-
-    monkeypatch.setattr(loop, "save_checkpoint", crash_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        train_student(cfg)
-    monkeypatch.setattr(loop, "save_checkpoint", real)
-
-
 def _ranks(monkeypatch, world: int):
     """train-student as rank 0 of ``world`` (no process group: collectives are no-ops)."""
     monkeypatch.setattr(dist, "context", lambda device="auto": dist.Dist(0, world))
@@ -60,7 +45,7 @@ def test_dropout_student_resumes_bitwise(data, tmp_path, monkeypatch):
     """MobileNetV2's classifier has dropout: the random streams travel in the checkpoint."""
     kw = dict(student="mobilenet_v2", epochs=3)
     train_student(_cfg(data, tmp_path / "full", **kw))
-    _interrupt_after_epoch_1(monkeypatch, _cfg(data, tmp_path / "part", **kw))
+    interrupt_after_epoch_1(monkeypatch, _cfg(data, tmp_path / "part", **kw))
     torch.manual_seed(99)  # whatever the process did in between
     train_student(_cfg(data, tmp_path / "part", resume=True, **kw))
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
@@ -70,7 +55,7 @@ def test_dropout_student_resumes_bitwise(data, tmp_path, monkeypatch):
 def test_world_size_and_sync_bn_are_recorded_and_kept_on_resume(data, tmp_path, monkeypatch,
                                                                  caplog):
     run = tmp_path / "r"
-    _interrupt_after_epoch_1(monkeypatch, _cfg(data, run))
+    interrupt_after_epoch_1(monkeypatch, _cfg(data, run))
     _ranks(monkeypatch, 2)
     with pytest.raises(InputError, match=r"world_size: 1 \(existing\) vs 2 \(now\)") as e:
         train_student(_cfg(data, run, resume=True))
@@ -94,7 +79,7 @@ def test_world_size_and_sync_bn_are_recorded_and_kept_on_resume(data, tmp_path, 
 def test_toggling_sync_bn_under_several_ranks_is_refused(data, tmp_path, monkeypatch):
     _ranks(monkeypatch, 2)
     run = tmp_path / "r"
-    _interrupt_after_epoch_1(monkeypatch, _cfg(data, run))
+    interrupt_after_epoch_1(monkeypatch, _cfg(data, run))
     with pytest.raises(InputError, match=r"sync_bn: False \(existing\) vs True \(now\)"):
         train_student(_cfg(data, run, resume=True, sync_bn=True))
 

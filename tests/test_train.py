@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import HERE, extract_cfg
+from conftest import HERE, extract_cfg, interrupt_after_epoch_1
 
 from kdep_cache.cache import RAW, TARGETS, Store
 from kdep_cache.errors import InputError, LineageError, TrainingError
 from kdep_cache.extract.run import extract
 from kdep_cache.fit.run import FitConfig, fit_svd
-from kdep_cache.train import loop
 from kdep_cache.train.feed import Feed
 from kdep_cache.train.sources import open_source
 from kdep_cache.train.student import TrainConfig, train_student
@@ -121,19 +120,7 @@ def test_training_is_deterministic_and_saves_a_plain_torchvision_state_dict(pipe
 
 def test_resume_equals_uninterrupted(pipe, tmp_path, monkeypatch):
     train_student(_cfg(pipe, tmp_path / "full", epochs=3))
-    real = loop.save_checkpoint
-    calls = {"n": 0}
-
-    def crash_after_first(run_dir, state):
-        real(run_dir, state)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt  # killed right after epoch 1 was checkpointed
-
-    monkeypatch.setattr(loop, "save_checkpoint", crash_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        train_student(_cfg(pipe, tmp_path / "part", epochs=3))
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    interrupt_after_epoch_1(monkeypatch, _cfg(pipe, tmp_path / "part", epochs=3))
     with pytest.raises(InputError, match="--resume"):
         train_student(_cfg(pipe, tmp_path / "part", epochs=3))
     with pytest.raises(InputError, match="other settings: lr"):
