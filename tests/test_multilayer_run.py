@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import HERE, extract_cfg
+from conftest import HERE, extract_cfg, interrupt_after_epoch_1
 from ecosystem_models import hf_folder
 from test_transfer import make_tree
 
@@ -25,7 +25,6 @@ from kdep_cache.fit.align import pts
 from kdep_cache.fit.run import FitConfig, fit_svd
 from kdep_cache.models import load_teacher
 from kdep_cache.models.taps import Taps, pool_map
-from kdep_cache.train import loop
 from kdep_cache.train.student import TrainConfig, train_student
 from kdep_cache.transfer.run import TransferConfig, transfer
 from kdep_cache.views.augment import PARAM_FIELDS
@@ -209,18 +208,7 @@ def test_train_time_refusals_write_nothing(ml, tmp_path):
 
 def test_kdep_ml_resume_equals_uninterrupted(ml, tmp_path, monkeypatch):
     train_student(_train(ml, tmp_path / "full"))
-    real, calls = loop.save_checkpoint, {"n": 0}
-
-    def crash_after_first(run_dir, state):
-        real(run_dir, state)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", crash_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        train_student(_train(ml, tmp_path / "part"))
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    interrupt_after_epoch_1(monkeypatch, _train(ml, tmp_path / "part"))
     with pytest.raises(InputError, match="other settings: ml.layer_weights"):
         train_student(_train(ml, tmp_path / "part", layer_weights="2", resume=True))
     train_student(_train(ml, tmp_path / "part", resume=True))
