@@ -265,7 +265,7 @@ def _gpu_items_from_pack(folder, tmp_path, names, pack, monkeypatch, corrupt=Non
     packing = PackingReader(images, PackSpec.parse(pack), spec.background)
     first = collate_bytes([read_item(images, i, [0, 1], spec, 7, reader=packing)
                            for i in range(len(names))])
-    blobs = [bytes(b) for b in first.packed]
+    blobs = [bytes(p.data) for p in first.packed]
     if corrupt is not None:
         raw = blobs[corrupt]
         blobs[corrupt] = raw[:raw.find(b"\xff\xda") + 20]  # header intact, data cut

@@ -4,7 +4,6 @@ totals the manifest, the summary and ``info`` report."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +19,12 @@ class PackShard:
         self.blobs: list[bytes] = [b""] * n
         self.kept = 0
 
-    def add(self, local, packed: list, ok: list, file_sha: np.ndarray) -> None:
-        for j, data, good, sha in zip(local.tolist(), packed, ok, file_sha):
-            if good and data is not None:
-                self.blobs[j] = data
-                # kept as it was: the packed bytes are the file's own (same sha256)
-                self.kept += hashlib.sha256(data).digest() == sha.tobytes()
+    def add(self, local, packed: list, ok: list) -> None:
+        """``packed``: the loader's :class:`~kdep_cache.views.pack.Packed` records."""
+        for j, p, good in zip(local.tolist(), packed, ok):
+            if good and p is not None:
+                self.blobs[j] = p.data
+                self.kept += p.kept
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         sizes = np.array([len(b) for b in self.blobs], dtype=np.int64)

@@ -64,7 +64,7 @@ def extract_shard(cfg, images, teacher, device, precision, mean, std, lo, hi, ba
         local = (ids - lo).numpy()
         file_size[local], file_sha[local] = batch.file_size.numpy(), batch.file_sha256.numpy()
         if blobs is not None:
-            blobs.add(local, batch.packed, ok.tolist(), batch.file_sha256.numpy())
+            blobs.add(local, batch.packed, ok.tolist())
         for i, good, why in zip(ids.tolist(), ok.tolist(), reasons):
             if not good:
                 log.warning("skipping %s: %s", images.paths[i], why)

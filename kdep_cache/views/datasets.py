@@ -38,7 +38,7 @@ class ViewItem(NamedTuple):
     ok: bool
     reason: str              # why not ``ok`` ("" when ok)
     ident: Ident             # the source file's size, sha256 (None: stat-matched), stat
-    packed: bytes | None = None  # extract --pack: what the pack stores for this image
+    packed: object = None    # extract --pack: views.pack.Packed (bytes, name, kept) or None
 
 
 class ViewBatch(NamedTuple):
@@ -53,7 +53,7 @@ class ViewBatch(NamedTuple):
     file_sha256: torch.Tensor    # (n, 32) uint8 (zeros where not ``hashed``)
     hashed: torch.Tensor         # (n,) bool: the worker computed the sha256 (else: stat matched)
     file_stat: torch.Tensor      # (n, 3) int64: (size, mtime_ns, inode) as read; -1 unknown
-    packed: list                 # extract --pack: each image's packed bytes (None without)
+    packed: list                 # extract --pack: each image's Packed record (None without)
 
 
 def batch_of(items, views) -> ViewBatch:

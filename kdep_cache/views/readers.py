@@ -49,7 +49,7 @@ class Read(NamedTuple):
     src: Blob | None        # None: not usable (``why``)
     why: str | None
     ident: Ident
-    packed: bytes | None = None  # extract --pack: what goes into the pack
+    packed: object = None   # extract --pack: the views.pack.Packed record that goes into it
 
 
 def stat3(st: os.stat_result) -> tuple:
@@ -113,4 +113,4 @@ class PackingReader:
             packed = self.spec.pack(r.src, self.background)
         except BadImage as e:
             return Read(None, str(e), r.ident)
-        return Read(Blob(packed.data, packed.name), None, r.ident, packed.data)
+        return Read(Blob(packed.data, packed.name), None, r.ident, packed)
